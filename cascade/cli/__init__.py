@@ -1,0 +1,3 @@
+"""The ``cascade`` command line."""
+
+__all__: list[str] = []

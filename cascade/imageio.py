@@ -1,0 +1,125 @@
+"""Decoding images from files or bytes into the ``(H, W, 3)`` uint8 RGB arrays the cascade takes.
+
+Handles grayscale, RGB, RGBA (alpha dropped), palette and 16-bit images, and refuses truncated
+files and decompression bombs with an ``ImageDecodeError`` that says why.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS", "ImageDecodeError", "decode_image", "read_image", "to_rgb"]
+
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "TIFF")
+"""Pillow format names the cascade accepts."""
+
+DEFAULT_MAX_PIXELS: int = 40_000_000
+"""Largest image (in pixels) decoded by default; larger ones are refused as possible decompression bombs."""
+
+
+class ImageDecodeError(ValueError):
+    """An image could not be decoded; the message says why. ``unsupported`` marks a wrong format."""
+
+    def __init__(self, message: str, *, unsupported: bool = False) -> None:
+        super().__init__(message)
+        self.unsupported = unsupported
+
+
+def to_rgb(array: np.ndarray) -> np.ndarray:
+    """Convert a decoded image array to uint8 RGB.
+
+    Args:
+        array: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8, uint16, int32 or float.
+
+    Returns:
+        ``(H, W, 3)`` uint8 array.
+    """
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageDecodeError(f"unsupported image array shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating):
+            scale = 255.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 1.0
+            array = np.clip(np.nan_to_num(array) * scale, 0, 255).astype(np.uint8)
+        else:
+            maxval = 65535 if array.dtype.itemsize >= 2 and array.max(initial=0) > 255 else 255
+            array = (array.astype(np.float32) * (255.0 / maxval) + 0.5).clip(0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes to RGB.
+
+    Args:
+        data: the encoded file (JPEG, PNG, BMP or TIFF).
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+        name: shown in error messages.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB array.
+
+    Raises:
+        ImageDecodeError: empty, unsupported, truncated, too large or otherwise undecodable data.
+    """
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.format not in SUPPORTED_FORMATS:
+                    raise ImageDecodeError(
+                        f"{name}: unsupported image format {img.format!r}; allowed: {', '.join(SUPPORTED_FORMATS)}",
+                        unsupported=True,
+                    )
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        f"{name}: {width}x{height} has {width * height} pixels, more than the limit of {max_pixels}"
+                        " (refused as a possible decompression bomb)"
+                    )
+                img.load()
+                return _pil_to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"{name}: not a recognised image; allowed: {', '.join(SUPPORTED_FORMATS)}", unsupported=True
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
+    except OSError as exc:  # truncated or corrupt data
+        raise ImageDecodeError(f"{name}: cannot decode image: {exc}") from exc
+    except (ValueError, SyntaxError, MemoryError) as exc:
+        raise ImageDecodeError(f"{name}: cannot decode image: {exc}") from exc
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("RGB", "L"):
+        return to_rgb(np.asarray(img))
+    if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "RGBX"):
+        return to_rgb(np.asarray(img.convert("RGB")))
+    # 16-bit and 32-bit grayscale ("I;16", "I;16B", "I", "F") and the like.
+    return to_rgb(np.asarray(img))
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        ImageDecodeError: when the file cannot be read or decoded.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
+    return decode_image(data, max_pixels=max_pixels, name=str(path))

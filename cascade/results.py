@@ -1,0 +1,86 @@
+"""Typed results of the cascade predictor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["ClassPrediction", "ImagePrediction"]
+
+
+@dataclass(frozen=True)
+class ClassPrediction:
+    """The cascade's answer for one class of one image.
+
+    Attributes:
+        class_id: 1-based class id.
+        name: class name from the bundle.
+        probability: classifier probability that the class is present.
+        present: True when the final mask is non-empty.
+        area: number of mask pixels.
+        rle: Kaggle run-length encoding of ``mask`` ('' when empty).
+        mask: ``(H, W)`` bool mask at the input image's size.
+    """
+
+    class_id: int
+    name: str
+    probability: float
+    present: bool
+    area: int
+    rle: str
+    mask: np.ndarray = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """The cascade's answer for one image.
+
+    Attributes:
+        image_id: caller's id for the image (file name for folders).
+        height: input image height.
+        width: input image width.
+        classes: one ``ClassPrediction`` per class, in class-id order.
+        timings: seconds spent per stage for the batch this image was in.
+    """
+
+    image_id: str
+    height: int
+    width: int
+    classes: tuple[ClassPrediction, ...]
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def rles(self) -> list[str]:
+        """The four RLE strings in class-id order."""
+        return [c.rle for c in self.classes]
+
+    def to_dict(self, *, include_timings: bool = True) -> dict:
+        """JSON-ready dict: the one shape shared by the service, the CLI and the library.
+
+        Masks are not included (they are large); callers add encodings of them when asked.
+        """
+        out: dict = {
+            "image_id": self.image_id,
+            "height": self.height,
+            "width": self.width,
+            "classes": [
+                {
+                    "class_id": c.class_id,
+                    "name": c.name,
+                    "probability": round(float(c.probability), 6),
+                    "present": bool(c.present),
+                    "area": int(c.area),
+                    "rle": c.rle,
+                }
+                for c in self.classes
+            ],
+        }
+        if include_timings:
+            out["timings"] = {k: round(float(v), 6) for k, v in self.timings.items()}
+        return out
+
+    @property
+    def masks(self) -> np.ndarray:
+        """Stacked masks ``(4, H, W)`` bool."""
+        return np.stack([c.mask for c in self.classes])
