@@ -13,9 +13,10 @@ import typer
 
 from cascade.cli import bundle as _bundle
 from cascade.cli import data as _data
-from cascade.cli import synth as _synth
+from cascade.cli import export as _export
 from cascade.cli import predict as _predict
 from cascade.cli import serve as _serve
+from cascade.cli import synth as _synth
 from cascade.cli import train as _train
 
 __all__ = ["app"]
@@ -38,7 +39,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DE
     )
 
 
-for _module in (_synth, _data, _bundle, _predict, _train, _serve):
+for _module in (_synth, _data, _bundle, _export, _predict, _train, _serve):
     _module.register(app)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,376 @@
+"""The bundle: the one artefact a trained cascade becomes, saved and loaded without unpickling.
+
+Two forms, chosen by the path: a single ``*.safetensors`` file whose safetensors metadata holds the
+manifest JSON under ``"manifest"``, or a directory holding ``manifest.json`` + ``weights.safetensors``.
+Weight keys are prefixed ``classifier.`` and ``segmenter.<class_id>.``. Every problem with a bundle
+(missing, corrupt, too new, unknown architecture, weights not fitting) is a ``BundleError`` naming
+the path and the problem.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cascade.manifest import BundleManifest, ModelSpec
+
+__all__ = [
+    "MANIFEST_FILE",
+    "MANIFEST_KEY",
+    "WEIGHTS_FILE",
+    "BundleError",
+    "LoadedBundle",
+    "build_models",
+    "is_file_bundle_path",
+    "load_bundle",
+    "read_manifest",
+    "save_bundle",
+    "weights_summary",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_KEY = "manifest"
+"""safetensors metadata key holding the manifest JSON in the single-file form."""
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "weights.safetensors"
+_STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_LISTED = 5
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, corrupt, incompatible or does not fit its manifest."""
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """A loaded bundle: manifest plus ready networks in eval mode.
+
+    Attributes:
+        manifest: the bundle's manifest.
+        classifier: images ``(N, 3, H, W)`` -> logits ``(N, 4)``.
+        segmenters: class id -> network mapping images ``(N, 3, H, W)`` to logits ``(N, 1, H, W)``.
+        path: where the bundle was loaded from.
+    """
+
+    manifest: BundleManifest
+    classifier: nn.Module
+    segmenters: dict[int, nn.Module]
+    path: Path
+
+
+def is_file_bundle_path(path: str | Path) -> bool:
+    """True when ``path`` names the single-file form (``*.safetensors``), False for a directory."""
+    return Path(path).suffix == ".safetensors"
+
+
+def _segmenter_prefix(class_id: int) -> str:
+    return f"segmenter.{class_id}."
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The plain module behind ``torch.compile`` / ``DataParallel`` wrappers."""
+    while True:
+        inner = getattr(module, "_orig_mod", None) or (
+            module.module if isinstance(module, nn.DataParallel | nn.parallel.DistributedDataParallel) else None
+        )
+        if inner is None:
+            return module
+        module = inner
+
+
+# ---------------------------------------------------------------------------------------------- save
+def _tensors(
+    manifest: BundleManifest, classifier: nn.Module, segmenters: Mapping[int, nn.Module], dtype: torch.dtype | None
+) -> dict[str, torch.Tensor]:
+    if set(segmenters) != set(manifest.class_ids):
+        raise ValueError(
+            f"segmenters must have one network per class id {list(manifest.class_ids)}, got {sorted(segmenters)}"
+        )
+    groups = {"classifier.": _unwrap(classifier)} | {
+        _segmenter_prefix(cid): _unwrap(segmenters[cid]) for cid in manifest.class_ids
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in groups.items():
+        for key, value in module.state_dict().items():
+            value = value.detach().to("cpu")
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+            tensors[prefix + key] = value.contiguous().clone()
+    return tensors
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_bundle(
+    path: str | Path,
+    manifest: BundleManifest,
+    classifier: nn.Module,
+    segmenters: Mapping[int, nn.Module],
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a bundle; ``*.safetensors`` gives the single-file form, any other path a directory.
+
+    Args:
+        path: destination file (``*.safetensors``) or directory (created if needed).
+        manifest: what to store alongside the weights.
+        classifier: network built from ``manifest.classifier``.
+        segmenters: class id -> network built from ``manifest.segmenters[class_id]``.
+        dtype: store floating weights as this dtype (``torch.float16`` halves the size); loading converts back.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: segmenters do not match the manifest's class ids, or an unsupported ``dtype``.
+        BundleError: the networks' weights do not fit the manifest's model specs.
+    """
+    from safetensors.torch import save_file
+
+    if dtype is not None and dtype not in _STORE_DTYPES:
+        raise ValueError(f"dtype must be None or one of {[str(d) for d in _STORE_DTYPES]}, got {dtype!r}")
+    path = Path(path)
+    tensors = _tensors(manifest, classifier, segmenters, dtype)
+    _check_fits(tensors, _expected_shapes(manifest), path, verb="saving")
+    text = manifest.to_json()
+    store = str(dtype or "native").removeprefix("torch.")
+    if is_file_bundle_path(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {MANIFEST_KEY: text, "format": "pt", "store_dtype": store}
+        _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format": "pt", "store_dtype": store}
+        _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        _atomic_write(path / MANIFEST_FILE, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    logger.info("saved bundle %s (%d tensors, store dtype %s)", path, len(tensors), store)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- read
+def _weights_path(path: Path) -> Path:
+    if path.is_dir():
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise BundleError(f"bundle directory {path} has no {WEIGHTS_FILE}")
+        return weights
+    if path.is_file():
+        return path
+    raise BundleError(f"bundle not found: {path} (expected a *.safetensors file or a directory with {MANIFEST_FILE})")
+
+
+def _safetensors_metadata(path: Path, bundle: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as err:  # SafetensorError, OSError: a corrupt or truncated header
+        raise BundleError(f"bundle {bundle} is corrupt or not a safetensors file ({path.name}: {err})") from err
+
+
+def read_manifest(path: str | Path) -> BundleManifest:
+    """Read only the manifest of a bundle (file or directory form).
+
+    Raises:
+        BundleError: missing path, unreadable file, missing/bad manifest JSON, or a newer format_version.
+    """
+    path = Path(path)
+    weights = _weights_path(path)
+    if path.is_dir():
+        manifest_file = path / MANIFEST_FILE
+        if not manifest_file.is_file():
+            raise BundleError(f"bundle directory {path} has no {MANIFEST_FILE}")
+        try:
+            text = manifest_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise BundleError(f"cannot read {manifest_file}: {err}") from err
+    else:
+        metadata = _safetensors_metadata(weights, path)
+        if MANIFEST_KEY not in metadata:
+            raise BundleError(
+                f"{path} is a safetensors file without a '{MANIFEST_KEY}' metadata entry: not a cascade bundle"
+            )
+        text = metadata[MANIFEST_KEY]
+    try:
+        return BundleManifest.from_json(text)
+    except ValueError as err:
+        raise BundleError(f"bundle {path} has a bad manifest: {err}") from err
+
+
+def weights_summary(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Per network (``classifier``, ``segmenter.<id>``): ``tensors``, ``numel`` and stored ``dtypes`` (e.g. ``F16``)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    weights = _weights_path(path)
+    _safetensors_metadata(weights, path)
+    tensors: dict[str, int] = {}
+    numel: dict[str, int] = {}
+    dtypes: dict[str, set[str]] = {}
+    with safe_open(str(weights), framework="pt") as handle:
+        for key in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
+            group = "classifier" if key.startswith("classifier.") else ".".join(key.split(".", 2)[:2])
+            info = handle.get_slice(key)
+            tensors[group] = tensors.get(group, 0) + 1
+            numel[group] = numel.get(group, 0) + math.prod(info.get_shape())
+            dtypes.setdefault(group, set()).add(info.get_dtype())
+    return {g: {"tensors": tensors[g], "numel": numel[g], "dtypes": sorted(dtypes[g])} for g in tensors}
+
+
+# ---------------------------------------------------------------------------------------------- load
+def _build(spec: ModelSpec, num_classes: int, what: str, bundle: Path) -> nn.Module:
+    from models import create_classifier, create_segmenter
+
+    kwargs = dict(spec.kwargs)
+    try:
+        if what == "classifier":
+            kwargs.setdefault("num_classes", num_classes)
+            return create_classifier(spec.name, pretrained=False, **kwargs)
+        return create_segmenter(spec.arch, spec.name, pretrained=False, **kwargs)
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise BundleError(f"bundle {bundle}: cannot build {what} from spec {spec.to_dict()}: {err}") from err
+
+
+def build_models(
+    manifest: BundleManifest, *, bundle: str | Path = "<manifest>", share_init: bool = False
+) -> tuple[nn.Module, dict[int, nn.Module]]:
+    """Randomly initialised classifier and segmenters as the manifest's specs describe them.
+
+    Args:
+        manifest: the specs to build.
+        bundle: path named in error messages.
+        share_init: build each distinct segmenter spec once and deep-copy it for the other classes
+            (faster when weights are loaded next; the copies start with identical weights).
+    """
+    bundle = Path(bundle)
+    classifier = _build(manifest.classifier, len(manifest.class_ids), "classifier", bundle)
+    built: dict[str, nn.Module] = {}
+    segmenters: dict[int, nn.Module] = {}
+    for cid, spec in manifest.segmenters.items():
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        if share_init and key in built:
+            segmenters[cid] = copy.deepcopy(built[key])
+        else:
+            segmenters[cid] = built[key] = _build(spec, 1, f"segmenter {cid}", bundle)
+    return classifier, segmenters
+
+
+@functools.lru_cache(maxsize=32)
+def _spec_shapes(spec_json: str, num_classes: int, what: str) -> dict[str, tuple[int, ...]]:
+    """Parameter/buffer shapes of the network a spec describes (built once, on the 'meta' device when possible)."""
+    spec = ModelSpec(**json.loads(spec_json))
+    try:
+        with torch.device("meta"):
+            module = _build(spec, num_classes, what, Path("<manifest>"))
+    except BundleError as err:
+        if not isinstance(err.__cause__, RuntimeError | NotImplementedError):
+            raise
+        module = _build(spec, num_classes, what, Path("<manifest>"))  # constructors calling .item() need real data
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _expected_shapes(manifest: BundleManifest) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Weight-key prefix -> expected shapes, for every network of the manifest."""
+    num_classes = len(manifest.class_ids)
+    specs = {"classifier.": (manifest.classifier, num_classes, "classifier")} | {
+        _segmenter_prefix(cid): (spec, 1, f"segmenter {cid}") for cid, spec in manifest.segmenters.items()
+    }
+    return {
+        prefix: _spec_shapes(json.dumps(spec.to_dict(), sort_keys=True), n, what)
+        for prefix, (spec, n, what) in specs.items()
+    }
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _listed(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return f"{keys[:_MAX_LISTED]}{more}"
+
+
+def _fit_problems(
+    prefix: str, expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, torch.Tensor]
+) -> list[str]:
+    stored = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    problems = []
+    if missing := set(expected) - set(stored):
+        problems.append(f"missing weights {_listed(prefix + k for k in missing)}")
+    if unexpected := set(stored) - set(expected):
+        problems.append(f"unexpected weights {_listed(prefix + k for k in unexpected)}")
+    wrong = [
+        f"{prefix}{k}: stored {tuple(stored[k].shape)} vs model {tuple(expected[k])}"
+        for k in sorted(set(stored) & set(expected))
+        if tuple(stored[k].shape) != tuple(expected[k])
+    ]
+    if wrong:
+        problems.append(f"shape mismatch {wrong[:_MAX_LISTED]}")
+    return problems
+
+
+def _check_fits(
+    tensors: Mapping[str, torch.Tensor], expected: Mapping[str, Mapping[str, tuple[int, ...]]], path: Path, *, verb: str
+) -> None:
+    """Raise ``BundleError`` unless ``tensors`` hold exactly the ``expected`` shapes under each key prefix."""
+    problems = []
+    for prefix, shapes in expected.items():
+        problems += _fit_problems(prefix, shapes, tensors)
+    if stray := [k for k in tensors if not any(k.startswith(p) for p in expected)]:
+        problems.append(f"weights of no network {_listed(stray)}")
+    if problems:
+        raise BundleError(
+            f"{verb} bundle {path}: weights do not match the manifest's architectures: " + "; ".join(problems)
+        )
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedBundle:
+    """Load a bundle (file or directory form) into networks in eval mode on ``device`` (``"auto"``: cuda if available).
+
+    Floating weights stored in fp16/bf16 are converted back to the networks' fp32.
+
+    Raises:
+        BundleError: missing, corrupt, incompatible, or weights not fitting the manifest.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    manifest = read_manifest(path)
+    weights = _weights_path(path)
+    try:
+        tensors = load_file(str(weights), device="cpu")
+    except Exception as err:  # SafetensorError / OSError on truncated data
+        raise BundleError(f"bundle {path} is corrupt: cannot read weights from {weights.name}: {err}") from err
+    classifier, segmenters = build_models(manifest, bundle=path, share_init=True)
+    groups = {"classifier.": classifier} | {_segmenter_prefix(cid): m for cid, m in segmenters.items()}
+    _check_fits(tensors, {prefix: _shapes(m) for prefix, m in groups.items()}, path, verb="loading")
+    for prefix, module in groups.items():
+        own = module.state_dict()
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k: v.to(own[k].dtype) for k, v in state.items()}
+        module.load_state_dict(state, strict=True)
+        module.to(device).eval()
+    logger.info("loaded bundle %s (%s, %d segmenters) on %s", path, manifest.classifier.name, len(segmenters), device)
+    return LoadedBundle(manifest=manifest, classifier=classifier, segmenters=segmenters, path=path)

@@ -1,0 +1,86 @@
+"""Multi-label defect classifier: any timm backbone with ``num_classes`` logits."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from models.pretrained import PretrainedWeightsError, check_timm_weights, hub_guard, load_weights_file
+
+__all__ = ["check_pretrained_arg", "create_classifier"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_pretrained_arg(pretrained: object) -> bool | Path:
+    """Validate a ``pretrained`` argument: ``True``/``False`` (hub or random) or a local file path.
+
+    Raises:
+        ValueError: anything else, naming the value.
+    """
+    if isinstance(pretrained, bool):
+        return pretrained
+    if isinstance(pretrained, str | Path) and str(pretrained):
+        return Path(pretrained)
+    raise ValueError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
+
+
+def _check_backbone(backbone: str) -> None:
+    import timm
+
+    if isinstance(backbone, str) and timm.is_model(backbone):
+        return
+    names = timm.list_models()
+    close = difflib.get_close_matches(str(backbone), names, n=8, cutoff=0.6)
+    hint = f"close matches: {close}" if close else f"e.g. {names[:8]}"
+    raise ValueError(
+        f"unknown timm backbone {backbone!r}; valid names are the {len(names)} of timm.list_models() ({hint})"
+    )
+
+
+def create_classifier(
+    backbone: str,
+    *,
+    num_classes: int = 4,
+    pretrained: bool | str | Path = False,
+    in_chans: int = 3,
+    **timm_kwargs: Any,
+) -> nn.Module:
+    """Build a multi-label classifier that maps ``(N, in_chans, H, W)`` images to ``(N, num_classes)`` logits.
+
+    Args:
+        backbone: any ``timm`` model name (optionally with a pretrained tag, ``"resnet18.a1_in1k"``).
+        num_classes: number of logits (one per defect class).
+        pretrained: ``True`` loads timm's hub weights, a path loads a local safetensors file or torch
+            state dict into the backbone (head and other shape-mismatched tensors are skipped),
+            ``False`` is random initialisation.
+        in_chans: input channels.
+        **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``, ``drop_path_rate``).
+
+    Raises:
+        ValueError: unknown backbone or bad ``pretrained`` value.
+        PretrainedWeightsError: hub weights unreachable, or the local file does not fit.
+    """
+    import timm
+
+    _check_backbone(backbone)
+    source = check_pretrained_arg(pretrained)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    kwargs = {"num_classes": num_classes, "in_chans": in_chans, **timm_kwargs}
+    if source is True:
+        check_timm_weights(backbone)
+        with hub_guard(f"timm backbone {backbone!r}"):
+            return timm.create_model(backbone, pretrained=True, **kwargs)
+    model = timm.create_model(backbone, pretrained=False, **kwargs)
+    if isinstance(source, Path):
+        report = load_weights_file(model, source, what=f"classifier {backbone!r}")
+        head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "")
+        head_keys = [k for k in report.loaded if head and k.startswith(f"{head}.")]
+        if len(report.loaded) == len(head_keys):
+            raise PretrainedWeightsError(f"only classifier-head weights of {source} match backbone {backbone!r}")
+    return model

@@ -1,0 +1,232 @@
+"""Pretrained weights: fail fast when the hub is unreachable, and load local weight files.
+
+``hub_guard()`` wraps a timm/smp call that may download weights: when ``HF_HUB_OFFLINE`` is not set
+it probes the hub host once (a ~2 s socket connect); if that fails it switches huggingface_hub to
+offline mode for the call, so cached weights still load and missing ones fail in well under a
+second. Either way a failed download becomes ``PretrainedWeightsError``.
+
+``load_weights_file()`` reads a safetensors file or a plain torch state dict (``weights_only=True``,
+never unpickling arbitrary objects) into a module, matching key prefixes and skipping shape
+mismatches, and raises when nothing matched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LoadReport",
+    "PretrainedWeightsError",
+    "check_timm_weights",
+    "hub_guard",
+    "hub_reachable",
+    "load_weights_file",
+]
+
+logger = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 2.0
+_WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
+_STRIP_PREFIXES = ("module.", "model.", "encoder.", "backbone.", "_orig_mod.")
+_ADD_PREFIXES = ("model.",)
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights could not be obtained or did not fit the network."""
+
+
+def _hub_host() -> tuple[str, int]:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    return parsed.hostname or "huggingface.co", parsed.port or (80 if parsed.scheme == "http" else 443)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S):
+            return True
+    except OSError as err:
+        logger.info("weights hub %s:%d unreachable (%s); using offline mode", host, port, err)
+        return False
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers a TCP connect (cached per process; False when offline mode is on)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    return _probe(*_hub_host())
+
+
+def _offline_message(what: str, err: BaseException) -> str:
+    return (
+        f"pretrained weights for {what} are unreachable offline and not in the local cache ({err}). "
+        "Pass pretrained='path/to/weights.safetensors' (or a torch state dict) to load a local file, "
+        "or pretrained=False for random initialisation."
+    )
+
+
+def check_timm_weights(name: str) -> None:
+    """Raise ``PretrainedWeightsError`` when timm knows no pretrained weights for model ``name``.
+
+    (timm itself would silently fall back to random initialisation.)
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise PretrainedWeightsError(
+            f"timm has no pretrained weights for {name!r}; pick a name from timm.list_pretrained() "
+            "or use pretrained=False / a local weights file"
+        )
+
+
+@contextlib.contextmanager
+def hub_guard(what: str) -> Iterator[None]:
+    """Run a weight download for ``what`` that fails fast with ``PretrainedWeightsError`` when offline.
+
+    Args:
+        what: human-readable name of the weights, used in the error message.
+    """
+    from huggingface_hub import constants
+
+    was_offline = constants.HF_HUB_OFFLINE
+    offline = was_offline or not hub_reachable()
+    old_env = os.environ.get("HF_HUB_OFFLINE")
+    if offline and not was_offline:
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    except PretrainedWeightsError:
+        raise
+    except OSError as err:  # hub errors, FileNotFoundError from the offline cache, urllib errors
+        if offline or isinstance(err, FileNotFoundError | ConnectionError | TimeoutError):
+            raise PretrainedWeightsError(_offline_message(what, err)) from err
+        raise PretrainedWeightsError(f"pretrained weights for {what} could not be downloaded: {err}") from err
+    except RuntimeError as err:
+        if type(err) is not RuntimeError:  # subclasses are bugs, not missing weights
+            raise
+        raise PretrainedWeightsError(f"pretrained weights for {what} could not be loaded: {err}") from err
+    finally:
+        if offline and not was_offline:
+            constants.HF_HUB_OFFLINE = was_offline
+            if old_env is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = old_env
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What ``load_weights_file`` loaded.
+
+    Attributes:
+        loaded: parameter/buffer names of the module that received weights.
+        missing: module names that kept their initial values.
+        unexpected: file keys that matched nothing.
+        mismatched: names present in both but with different shapes (skipped).
+    """
+
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[str, ...]
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PretrainedWeightsError(f"pretrained weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data: object = load_file(str(path), device="cpu")
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors, pickle and zip all raise their own types
+        raise PretrainedWeightsError(f"cannot read pretrained weights file {path}: {err}") from err
+    for key in _WRAPPER_KEYS:
+        if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
+            data = data[key]
+            break
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise PretrainedWeightsError(
+            f"pretrained weights file {path} does not hold a state dict (a mapping of names to tensors)"
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def _key_variants(state: Mapping[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+    """The state dict as is, with one common wrapper prefix stripped, or with one prefix added."""
+    yield dict(state)
+    for prefix in _STRIP_PREFIXES:
+        stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if stripped:
+            yield stripped
+    for prefix in _ADD_PREFIXES:
+        yield {prefix + k: v for k, v in state.items()}
+
+
+def load_weights_file(module: nn.Module, path: str | Path, *, what: str = "the model") -> LoadReport:
+    """Load a local weights file into ``module`` non-strictly, keeping only keys whose shapes fit.
+
+    Args:
+        module: network (or sub-network such as an encoder) to load into.
+        path: ``*.safetensors`` file, or a torch state dict (optionally under ``"state_dict"``/``"model"``).
+        what: name used in log and error messages.
+
+    Returns:
+        A ``LoadReport``; missing/unexpected/mismatched keys are also logged at INFO.
+
+    Raises:
+        PretrainedWeightsError: unreadable file, not a state dict, or no key matched.
+    """
+    path = Path(path)
+    own = module.state_dict()
+    best: dict[str, torch.Tensor] = {}
+    best_fit: list[str] = []
+    for variant in _key_variants(_read_state_dict(path)):
+        fit = [k for k, v in variant.items() if k in own and own[k].shape == v.shape]
+        if len(fit) > len(best_fit):
+            best, best_fit = variant, fit
+    if not best_fit:
+        sample = sorted(own)[:3]
+        raise PretrainedWeightsError(
+            f"no weight in {path} matches {what} (expected keys like {sample}); is it the right file for this model?"
+        )
+    mismatched = tuple(sorted(k for k, v in best.items() if k in own and own[k].shape != v.shape))
+    module.load_state_dict({k: best[k] for k in best_fit}, strict=False)
+    report = LoadReport(
+        loaded=tuple(sorted(best_fit)),
+        missing=tuple(sorted(set(own) - set(best_fit))),
+        unexpected=tuple(sorted(set(best) - set(own))),
+        mismatched=mismatched,
+    )
+    logger.info(
+        "loaded %d/%d tensors of %s from %s; missing %d %s, unexpected %d %s, shape-mismatched %d %s",
+        len(report.loaded),
+        len(own),
+        what,
+        path,
+        len(report.missing),
+        list(report.missing[:5]),
+        len(report.unexpected),
+        list(report.unexpected[:5]),
+        len(report.mismatched),
+        list(report.mismatched[:5]),
+    )
+    return report
