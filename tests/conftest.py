@@ -6,15 +6,18 @@ import os
 
 # Must be set before timm / smp / huggingface_hub are imported: pretrained loads fail at once offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: more threads only add overhead
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 pytest_plugins = [
     "tests.fixtures.data",
     "tests.fixtures.models",
+    "tests.fixtures.predictor",
+    "tests.fixtures.scoring",
+    "tests.fixtures.service",
 ]
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "severstal-real"
