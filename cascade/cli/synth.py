@@ -1,11 +1,51 @@
-"""CLI commands: synth (being written)."""
+"""CLI command ``cascade synth``: write a synthetic Severstal-like train set, or print a set's statistics."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import typer
 
 __all__ = ["register"]
 
 
+def synth(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (gets train_images/ and train.csv)."),
+    n: int = typer.Option(1000, "--n", "-n", min=1, help="Number of images to generate."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Dataset seed; the same seed gives byte-identical files."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes drawing images in parallel."),
+    profile: str = typer.Option(
+        "real", "--profile", "-p", help="Class mix: 'real' (as in Severstal) or 'balanced' (every class on ~20%)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete images of another set found in OUT/train_images instead of failing."
+    ),
+    stats: Path | None = typer.Option(
+        None, "--stats", help="Print the statistics of the set in this directory next to the real ones (no generation)."
+    ),
+    real_index: Path | None = typer.Option(
+        None, "--real-index", help="Real train-index.csv to compare with (default: ../shared/severstal-real)."
+    ),
+) -> None:
+    """Generate synthetic 1600x256 steel images with four defect classes, or compare a set's statistics."""
+    from cascade.synth import format_stats, generate_dataset, real_stats, synth_config, synth_stats
+
+    try:
+        if stats is not None:
+            print(format_stats(synth_stats(stats), real_stats(real_index)))
+            return
+        if out is None:
+            raise typer.BadParameter("give --out DIR to generate, or --stats DIR to measure a set")
+        config = synth_config(profile)
+        workers = min(workers, os.cpu_count() or 1, n)
+        written = generate_dataset(out, n, seed, config=config, workers=workers, progress=True, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    print(f"wrote {len(written.image_ids)} images to {written.images_dir} and masks to {written.annotations_path}")
+    print(format_stats(synth_stats(out), real_stats(real_index)))
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``synth`` to ``app``."""
+    app.command("synth")(synth)

@@ -1,0 +1,241 @@
+"""Tests for cascade.synth: determinism, image format, masks, statistics and the ``synth`` command."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cascade.cli.main import app
+from cascade.constants import CLASS_IDS, IMAGE_HEIGHT, IMAGE_SHAPE, IMAGE_WIDTH
+from cascade.imageio import read_image
+from cascade.rle import decode
+from cascade.synth import (
+    SynthConfig,
+    format_stats,
+    generate_dataset,
+    generate_image,
+    image_ids,
+    real_stats,
+    reference_stats,
+    stats_from_areas,
+    synth_config,
+    synth_stats,
+)
+from cascade.synth.layout import sample_area
+from cascade.synth.reference import AREA_PERCENTILES, REAL_AREA_KNOTS
+from tests.fixtures.data import SYNTH_N
+
+
+def _digests(root: Path) -> dict[str, str]:
+    files = sorted(root.rglob("*"))
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+
+def _rows(csv_path: Path) -> list[dict[str, str]]:
+    with csv_path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_image_ids_are_kaggle_like_distinct_and_seeded() -> None:
+    ids = image_ids(5, 500)
+    assert len(set(ids)) == 500
+    assert all(re.fullmatch(r"[0-9a-f]{9}\.jpg", name) for name in ids)
+    assert image_ids(5, 500) == ids
+    assert image_ids(5, 10) == ids[:10]
+    assert not set(image_ids(6, 500)) & set(ids[:50])
+
+
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) -> None:
+    a = generate_dataset(tmp_path / "a", 5, seed=7)
+    b = generate_dataset(tmp_path / "b", 5, seed=7)
+    c = generate_dataset(tmp_path / "c", 5, seed=8)
+    assert a.image_ids == b.image_ids
+    assert _digests(a.root) == _digests(b.root)
+    assert len(_digests(a.root)) == 6  # 5 images + train.csv
+    assert set(_digests(c.root).values()).isdisjoint(v for k, v in _digests(a.root).items() if k.endswith(".jpg"))
+
+
+def test_refuses_to_mix_sets_unless_overwrite(tmp_path: Path) -> None:
+    generate_dataset(tmp_path, 3, seed=1)
+    generate_dataset(tmp_path, 3, seed=1)  # the same set again: nothing foreign
+    with pytest.raises(FileExistsError, match="another set"):
+        generate_dataset(tmp_path, 2, seed=2)
+    written = generate_dataset(tmp_path, 2, seed=2, overwrite=True)
+    assert sorted(p.name for p in written.images_dir.iterdir()) == sorted(written.image_ids)
+
+
+def test_workers_write_the_same_files_as_one_process(tmp_path: Path) -> None:
+    one = generate_dataset(tmp_path / "one", 6, seed=3)
+    two = generate_dataset(tmp_path / "two", 6, seed=3, workers=2)
+    assert _digests(one.root) == _digests(two.root)
+
+
+def test_images_are_1600x256_three_channel_grayscale(synth_dir: Path, synth_image_ids: tuple[str, ...]) -> None:
+    files = sorted((synth_dir / "train_images").iterdir())
+    assert [p.name for p in files] == sorted(synth_image_ids)
+    assert len(files) == SYNTH_N
+    for path in files[:6]:
+        with Image.open(path) as img:
+            assert img.format == "JPEG"
+            assert img.size == (IMAGE_WIDTH, IMAGE_HEIGHT)
+            assert img.mode == "RGB"
+        rgb = read_image(path).astype(np.int16)
+        assert rgb.shape == (*IMAGE_SHAPE, 3)
+        assert np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 2
+        assert np.abs(rgb[..., 0] - rgb[..., 2]).max() <= 2
+        assert rgb.std() > 5  # textured, not flat
+
+
+def test_train_csv_is_kaggle_long_layout_with_valid_masks(synth_dir: Path) -> None:
+    header = (synth_dir / "train.csv").read_text().splitlines()[0]
+    assert header == "ImageId,ClassId,EncodedPixels"
+    rows = _rows(synth_dir / "train.csv")
+    names = {p.name for p in (synth_dir / "train_images").iterdir()}
+    assert rows
+    keys = [(r["ImageId"], int(r["ClassId"])) for r in rows]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    per_image: dict[str, np.ndarray] = {}
+    for row in rows:
+        assert row["ImageId"] in names
+        assert int(row["ClassId"]) in CLASS_IDS
+        mask = decode(row["EncodedPixels"], IMAGE_SHAPE)  # strict: raises past H*W
+        assert mask.sum() >= 100
+        seen = per_image.setdefault(row["ImageId"], np.zeros(IMAGE_SHAPE, dtype=bool))
+        assert not (seen & mask).any(), "classes of one image must not overlap"
+        seen |= mask
+    present = {int(r["ClassId"]) for r in rows}
+    assert present == set(CLASS_IDS)
+    assert len(per_image) < SYNTH_N  # some images are clean
+
+
+def test_files_match_generate_image(synth_dir: Path, synth_image_ids: tuple[str, ...]) -> None:
+    from tests.fixtures.data import SYNTH_SEED
+
+    rows = _rows(synth_dir / "train.csv")
+    for index in (0, 1, 2, 3):
+        name = synth_image_ids[index]
+        synth = generate_image(SYNTH_SEED, index, synth_config("balanced"))
+        decoded = read_image(synth_dir / "train_images" / name)[..., 0].astype(np.int16)
+        assert np.abs(decoded - synth.image).mean() < 2.0
+        for row in (r for r in rows if r["ImageId"] == name):
+            k = int(row["ClassId"]) - 1
+            np.testing.assert_array_equal(decode(row["EncodedPixels"], IMAGE_SHAPE), synth.masks[k])
+
+
+def test_defects_stay_on_the_sheet_and_band_is_dark() -> None:
+    config = SynthConfig(combinations={"3": 1, "4": 1, "1": 1}, edge_band_prob=1.0)
+    for index in range(6):
+        synth = generate_image(11, index, config)
+        x0, x1 = synth.sheet
+        assert (x0 > 0) != (x1 < IMAGE_WIDTH)
+        assert synth.masks.any()
+        assert not synth.masks[:, :, :x0].any() and not synth.masks[:, :, x1:].any()
+        band = synth.image[:, :x0] if x0 > 0 else synth.image[:, x1:]
+        assert band.mean() < 25
+
+
+def test_clean_images_have_no_masks_and_defects_are_visible() -> None:
+    clean = generate_image(2, 0, SynthConfig(combinations={"": 1}))
+    assert not clean.masks.any()
+    for combo in ("1", "2", "3", "4"):
+        config = SynthConfig(combinations={combo: 1}, distractors=False, edge_band_prob=0.0)
+        synth = generate_image(2, 0, config)
+        mask = synth.masks[int(combo) - 1]
+        assert mask.any() and synth.masks.sum() == mask.sum()
+        # The defect must stand out from the surface around it (mean or texture differ).
+        inside = synth.image[mask].astype(float)
+        ring = synth.image[_ring(mask)].astype(float)
+        assert abs(inside.mean() - ring.mean()) + abs(inside.std() - ring.std()) > 5, combo
+
+
+def _ring(mask: np.ndarray, width: int = 12) -> np.ndarray:
+    import cv2
+
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * width + 1, 2 * width + 1), np.uint8)).astype(bool)
+    return grown & ~mask
+
+
+def test_sample_area_follows_real_knots() -> None:
+    rng = np.random.default_rng(0)
+    for class_id in CLASS_IDS:
+        areas = np.asarray([sample_area(rng, class_id) for _ in range(4000)])
+        knots = REAL_AREA_KNOTS[class_id - 1]
+        for p in (25.0, 50.0, 75.0):
+            expected = knots[AREA_PERCENTILES.index(p)]
+            assert 0.85 < np.percentile(areas, p) / expected < 1.15, (class_id, p)
+        assert areas.min() >= knots[0] and areas.max() <= knots[-1]
+    with pytest.raises(ValueError, match="allowed"):
+        sample_area(rng, 5)
+
+
+def test_generated_statistics_are_close_to_real() -> None:
+    n = 200
+    areas = np.stack([generate_image(99, i).masks.sum(axis=(1, 2)) for i in range(n)])
+    synth = stats_from_areas(areas, "synth")
+    real = real_stats()
+    assert abs(synth.clean_share - real.clean_share) < 0.1
+    assert abs(synth.positives_per_image - real.positives_per_image) < 0.12
+    assert 0.0 < synth.multi_label_share < 0.12
+    tolerance = (0.05, 0.03, 0.1, 0.05)
+    for k in range(4):
+        assert abs(synth.class_share[k] - real.class_share[k]) < tolerance[k], k
+        if synth.class_share[k] * n >= 8:
+            ratio = synth.area_quantiles[k][2] / real.area_quantiles[k][2]
+            assert 0.5 < ratio < 2.0, (k, ratio)
+
+
+def test_synth_stats_of_a_folder(synth_dir: Path) -> None:
+    stats = synth_stats(synth_dir)
+    rows = _rows(synth_dir / "train.csv")
+    assert stats.num_images == SYNTH_N
+    assert stats.clean_share == pytest.approx(1 - len({r["ImageId"] for r in rows}) / SYNTH_N)
+    assert stats.positives_per_image == pytest.approx(len(rows) / SYNTH_N)
+    assert all(share > 0 for share in stats.class_share)
+    table = format_stats(stats, real_stats())
+    assert "clean share" in table and table.count("\n| ") >= 8
+    with pytest.raises(FileNotFoundError, match="not a synthetic set"):
+        synth_stats(synth_dir / "train_images")
+
+
+def test_real_stats_from_index_match_the_constants(real_dir: Path) -> None:
+    from_index = real_stats(real_dir / "train-index.csv")
+    constants = reference_stats()
+    assert from_index.num_images == constants.num_images
+    assert from_index.clean_share == pytest.approx(constants.clean_share)
+    assert from_index.positives_per_image == pytest.approx(constants.positives_per_image)
+    np.testing.assert_allclose(from_index.class_share, constants.class_share)
+    np.testing.assert_allclose(from_index.area_quantiles, constants.area_quantiles, rtol=1e-3)
+    np.testing.assert_allclose(from_index.area_mean, constants.area_mean, rtol=1e-3)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="bad class combination"):
+        SynthConfig(combinations={"15": 1})
+    with pytest.raises(ValueError, match="sum to 0"):
+        SynthConfig(combinations={"1": 0})
+    with pytest.raises(ValueError, match="balanced"):
+        synth_config("uniform")
+    with pytest.raises(ValueError, match="n must be"):
+        generate_dataset("/nonexistent-never-written", 0)
+
+
+def test_cli_synth_writes_a_set_and_prints_stats(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "set"
+    result = runner.invoke(app, ["synth", "--out", str(out), "--n", "3", "--seed", "4", "--profile", "balanced"])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "train_images").glob("*.jpg"))) == 3
+    assert "clean share" in result.output
+    result = runner.invoke(app, ["synth", "--stats", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "area p50" in result.output
+    result = runner.invoke(app, ["synth", "--out", str(out), "--profile", "nope"])
+    assert result.exit_code == 2
+    assert "balanced" in result.output
