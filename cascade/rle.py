@@ -87,10 +87,10 @@ def encode(mask: np.ndarray) -> str:
     # Only the columns from the first to the last with foreground matter.
     first_col, last_col = int(columns[0]), int(columns[-1])
     edges = _run_edges(mask[:, first_col : last_col + 1])
-    numbers = edges.astype(np.uint32 if mask.size < 2**32 else np.uint64)  # 1-based starts stay <= H * W
-    numbers[1::2] -= numbers[0::2]
-    numbers[0::2] += numbers.dtype.type(1 + first_col * height)
-    return _format_numbers(numbers)
+    edges = edges.astype(np.uint32 if mask.size < 2**32 else np.uint64)  # 1-based starts stay <= H * W
+    starts = edges[0::2] + edges.dtype.type(1 + first_col * height)
+    lengths = edges[1::2] - edges[0::2]
+    return _format_runs(starts, lengths)
 
 
 def _run_edges(mask: np.ndarray) -> np.ndarray:
@@ -240,6 +240,16 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
+def _format_runs(starts: np.ndarray, lengths: np.ndarray) -> str:
+    """Space-separated ``start length`` text of ``(R,)`` increasing ``starts`` and positive ``lengths``."""
+    if 2 * starts.size <= _SMALL_FORMAT:
+        numbers = np.empty(2 * starts.size, dtype=starts.dtype)
+        numbers[0::2] = starts
+        numbers[1::2] = lengths
+        return _format_numbers(numbers)
+    return _format_runs_large(starts, lengths)
+
+
 def _format_numbers(numbers: np.ndarray) -> str:
     """Space-separated decimal text of ``(N,)`` positive integer ``numbers``."""
     big = int(numbers.max())
@@ -274,24 +284,78 @@ def _format_large(value: np.ndarray, n_places: int) -> str:
     widths = np.full(value.size, 2, dtype=np.uint8)  # digits + separator
     for place in range(1, n_places):
         widths += value >= value.dtype.type(10**place)
-    position = np.cumsum(widths, dtype=np.intp)  # per number: 1 + index of its separator in the text
-    total = int(position[-1]) - 1
-    buf = np.empty(total + pad, dtype=np.uint8)
-    position -= 2  # in the padded buffer: the number's highest place (a leading zero for short numbers)
-    ten = value.dtype.type(10)
-    places = []
-    for _ in range(n_places):
-        quotient = value // ten
-        digit = value.astype(np.uint8)
-        digit -= quotient.astype(np.uint8) * np.uint8(10)  # exact mod 256: the remainder is 0..9
-        digit += np.uint8(_ZERO)
-        places.append(digit)
+    units = _cumsum_index(widths)  # per number: 1 + index of its separator in the text
+    total = int(units[-1]) - 1
+    units -= 2  # index of the number's units digit in the text
+    buf = np.empty(pad + total + 1, dtype=np.uint8)  # text at buf[pad:]; its place p at buf[pad - p :][units]
+    digits = _ascii_digits(value, n_places)
+    for place in range(n_places - 1, -1, -1):
+        buf[pad - place :][units] = digits[place]
+    buf[pad + 1 :][units] = _SPACE
+    return str(buf[pad : pad + total].data, "ascii")
+
+
+def _format_runs_large(starts: np.ndarray, lengths: np.ndarray) -> str:
+    """Many runs: per digit place, one scatter of the starts that have that place and one of the lengths.
+
+    ``starts`` increase, so the starts with more than ``p`` digits are a suffix and each start writes only
+    its own digits. A length's missing high places are sent to a spare byte past the text. The buffer starts
+    as spaces, so the separators are already in place.
+    """
+    kind = starts.dtype.type
+    n_start, n_length = len(str(int(starts[-1]))), len(str(int(lengths.max())))
+    powers = [kind(10**place) for place in range(1, max(n_start, n_length))]
+    suffix = [0, *np.searchsorted(starts, np.array(powers[: n_start - 1], dtype=starts.dtype)).tolist()]
+    start_width = np.ones(starts.size, dtype=np.uint8)
+    for first in suffix[1:]:
+        start_width[first:] += np.uint8(1)
+    length_width = np.ones(lengths.size, dtype=np.uint8)
+    for power in powers[: n_length - 1]:
+        length_width += lengths >= power
+    pair_width = start_width + length_width
+    pair_width += np.uint8(2)  # two separators
+    length_units = _cumsum_index(pair_width)  # per run: 1 + index of the separator after its length
+    total = int(length_units[-1]) - 1
+    length_units -= 2
+    start_units = length_units - length_width
+    start_units -= 1
+    pad = max(n_start, n_length) - 1
+    buf = np.full(pad + total + 1, _SPACE, dtype=np.uint8)  # text at buf[pad:]; buf[-1] is the spare byte
+    value, first = starts, 0
+    for place in range(n_start):
+        value = value[suffix[place] - first :]
+        first = suffix[place]
+        quotient = value // kind(10)
+        buf[pad - place :][start_units[first:]] = _ascii_digit(value, quotient)
         value = quotient
-    for digit in reversed(places):
-        buf[position] = digit
-        position += 1
-    buf[position[:-1]] = _SPACE
-    return buf[pad : pad + total].tobytes().decode("ascii")
+    for place, digit in enumerate(_ascii_digits(lengths, n_length)):
+        index = length_units if place == 0 else np.where(lengths >= powers[place - 1], length_units, total + place)
+        buf[pad - place :][index] = digit
+    return str(buf[pad : pad + total].data, "ascii")
+
+
+def _cumsum_index(widths: np.ndarray) -> np.ndarray:
+    """Running sum of ``(N,)`` uint8 ``widths`` as intp (summed in uint32 when it fits: much faster here)."""
+    small = widths.size * int(np.iinfo(widths.dtype).max) < 2**32
+    return np.cumsum(widths, dtype=np.uint32 if small else np.uint64).astype(np.intp)
+
+
+def _ascii_digit(value: np.ndarray, quotient: np.ndarray) -> np.ndarray:
+    """ASCII units digit of ``value`` given ``quotient = value // 10``, as uint8."""
+    digit = value.astype(np.uint8)
+    digit -= quotient.astype(np.uint8) * np.uint8(10)  # exact mod 256: the remainder is 0..9
+    digit += np.uint8(_ZERO)
+    return digit
+
+
+def _ascii_digits(value: np.ndarray, n_places: int) -> list[np.ndarray]:
+    """ASCII digit of every place of ``(N,)`` unsigned ``value``, units first; ``n_places`` uint8 arrays."""
+    digits = []
+    for _ in range(n_places):
+        quotient = value // value.dtype.type(10)
+        digits.append(_ascii_digit(value, quotient))
+        value = quotient
+    return digits
 
 
 def _parse_numbers(rle: str) -> np.ndarray | None:

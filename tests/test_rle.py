@@ -212,3 +212,14 @@ def test_real_severstal_strings(real_dir: Path) -> None:
         expected = int(areas[row["ImageId"]][f"area_{row['ClassId']}"])
         assert int(mask.sum()) == expected == rle.rle_area(text, shape=IMAGE_SHAPE), row["ImageId"]
         assert rle.encode(mask) == text, row["ImageId"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_large_run_formatter_matches_plain_join(seed: int) -> None:
+    """The many-runs formatter writes the same text as joining the numbers in Python."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 5000, size=700)
+    gaps = rng.integers(1, 3000, size=700)
+    starts = np.cumsum(gaps + np.concatenate([[0], lengths[:-1]]))
+    expected = " ".join(f"{s} {n}" for s, n in zip(starts.tolist(), lengths.tolist(), strict=True))
+    assert rle._format_runs(starts, lengths) == expected
