@@ -1,0 +1,59 @@
+"""The gate: which (image, class) pairs reach their segmenter.
+
+In ``"cascade"`` mode class ``k`` of an image is segmented only when the classifier's probability is at
+or above that class's ``prob_threshold``; every other pair is answered "absent" without running a
+segmenter. ``"segment_all"`` opens the gate for every pair (the baseline the cascade is measured against).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cascade.constants import NUM_CLASSES
+from cascade.manifest import ClassParams
+
+__all__ = ["GATE_MODES", "check_mode", "check_params", "gate"]
+
+GATE_MODES: tuple[str, ...] = ("cascade", "segment_all")
+"""Allowed prediction modes."""
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of ``GATE_MODES``; ``ValueError`` listing them otherwise."""
+    if mode not in GATE_MODES:
+        raise ValueError(f"unknown mode {mode!r}; allowed modes are {list(GATE_MODES)}")
+    return mode
+
+
+def check_params(params: Sequence[ClassParams]) -> tuple[ClassParams, ...]:
+    """Return ``params`` as a tuple of ``NUM_CLASSES`` ``ClassParams``; ``ValueError`` otherwise."""
+    if isinstance(params, ClassParams) or not isinstance(params, Sequence):
+        raise ValueError(f"params must be a sequence of {NUM_CLASSES} ClassParams (one per class), got {params!r}")
+    params = tuple(params)
+    if len(params) != NUM_CLASSES or not all(isinstance(p, ClassParams) for p in params):
+        raise ValueError(f"params must be {NUM_CLASSES} ClassParams (one per class), got {params!r}")
+    return params
+
+
+def gate(probabilities: np.ndarray, params: Sequence[ClassParams], mode: str = "cascade") -> np.ndarray:
+    """Decide which (image, class) pairs go to the segmenters.
+
+    Args:
+        probabilities: ``(N, 4)`` classifier probabilities.
+        params: one ``ClassParams`` per class; ``prob_threshold`` opens the gate (``p >= threshold``).
+        mode: ``"cascade"`` (gate on) or ``"segment_all"`` (every pair passes).
+
+    Returns:
+        ``(N, 4)`` bool, True where the class's segmenter runs on the image.
+    """
+    check_mode(mode)
+    params = check_params(params)
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2 or probabilities.shape[1] != NUM_CLASSES:
+        raise ValueError(f"probabilities must have shape (N, {NUM_CLASSES}), got {probabilities.shape}")
+    if mode == "segment_all":
+        return np.ones(probabilities.shape, dtype=bool)
+    thresholds = np.array([p.prob_threshold for p in params], dtype=np.float64)
+    return probabilities >= thresholds[None, :]

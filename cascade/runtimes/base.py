@@ -1,0 +1,130 @@
+"""The runtime protocol: how the predictor asks a backend to run its networks.
+
+A runtime holds the classifier and the per-class segmenters of one bundle in some inference engine
+(torch eager, ONNX Runtime, OpenVINO) and answers in numpy, so the predictor's gate, tiling, TTA and
+post-processing are the same whatever runs the networks. Inputs are normalised, padded float32
+batches ``(N, 3, H, W)``; outputs are *probabilities* (sigmoid applied), float32.
+
+Threads: every runtime takes ``threads``. ``None`` means "as many as torch uses"
+(``torch.get_num_threads()``, itself set by ``OMP_NUM_THREADS`` or the core count), so two runtimes
+in one process (e.g. during ``runtime="auto"`` selection) each size their pool to the same budget
+and, because the predictor calls them one after the other, never run more threads than that at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import platform
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PRECISIONS", "Runtime", "cpu_supports_bf16", "cuda_available", "resolve_device", "resolve_threads"]
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+"""Compute precisions a runtime may use; anything but fp32 is judged with the looser parity bound."""
+
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class Runtime(ABC):
+    """One inference backend holding a bundle's classifier and segmenters.
+
+    Attributes:
+        name: runtime name as accepted by ``create_runtime`` (e.g. ``"onnx"``).
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``...).
+        precision: one of ``PRECISIONS``.
+        threads: intra-op threads the runtime uses.
+        class_ids: class ids with a segmenter.
+    """
+
+    name: str
+    device: str
+    precision: str
+    threads: int
+    class_ids: tuple[int, ...]
+
+    @abstractmethod
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """Classifier probabilities.
+
+        Args:
+            batch: ``(N, 3, H, W)`` float32, normalised and padded.
+
+        Returns:
+            ``(N, 4)`` float32 probabilities.
+        """
+
+    @abstractmethod
+    def segment(self, class_id: int, batch: np.ndarray) -> np.ndarray:
+        """Probability maps of one class's segmenter.
+
+        Args:
+            class_id: 1-based class id.
+            batch: ``(N, 3, H, W)`` float32, normalised and padded.
+
+        Returns:
+            ``(N, H, W)`` float32 probabilities.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most runtimes free on garbage collection
+        """Release engine resources early (optional)."""
+
+    def _check_class(self, class_id: int) -> None:
+        if class_id not in self.class_ids:
+            raise ValueError(f"unknown class id {class_id!r}; this runtime has segmenters for {list(self.class_ids)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, threads={self.threads})"
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; other values are checked and returned."""
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cpu" or device.startswith("cuda"):
+        if device.startswith("cuda") and not cuda_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+        return device
+    raise ValueError(f"unknown device {device!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:<index>'")
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``threads`` checked (>= 1), or torch's current intra-op thread count when None."""
+    if threads is None:
+        import torch
+
+        return max(1, int(torch.get_num_threads()))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX on x86, BF16 on Arm)."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags.update(line.split(":", 1)[1].split())
+                break
+    if any(flag in flags for flag in _BF16_CPU_FLAGS):
+        return True
+    if platform.machine() in ("aarch64", "arm64") and "bf16" in flags:
+        return True
+    if not flags:  # no /proc/cpuinfo (macOS, Windows): ask oneDNN
+        import torch
+
+        with contextlib.suppress(AttributeError, RuntimeError):
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
