@@ -1,11 +1,263 @@
-"""CLI commands: predict (being written)."""
+"""CLI command ``cascade predict``: score a folder into a submission CSV, or print one image's prediction.
+
+Exit codes: 0 success; 1 the run was refused (e.g. an existing ``--out`` from another job) or failed;
+2 some images could not be read (they are listed in ``<out stem>.errors.csv``; click also uses 2 for a
+bad command line); 130 stopped by Ctrl-C (the output is resumable: rerun the same command).
+"""
 
 from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import typer
 
 __all__ = ["register"]
 
+_LAYOUTS = ("image_class", "long")
+_ENGINES = ("local", "ray")
+EXIT_REFUSED, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r}; allowed: {', '.join(allowed)}", param_hint=name)
+    return value
+
+
+def _parse_actors(value: str) -> int | tuple[int, int]:
+    try:
+        parts = [int(p) for p in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1 and parts[0] >= 1:
+        return parts[0]
+    if len(parts) == 2 and 1 <= parts[0] <= parts[1]:
+        return (parts[0], parts[1])
+    raise typer.BadParameter(f"{value!r}; allowed: N or MIN,MAX with 1 <= MIN <= MAX", param_hint="--actors")
+
+
+class _GracefulInterrupt:
+    """First Ctrl-C sets ``event`` (stop after the current batch); the second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        typer.echo("\nstopping after the current batch (Ctrl-C again to stop now); rerun to resume", err=True)
+
+    def __enter__(self) -> _GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _predict_file(path: Path, predictor: Any, *, mode: str, as_json: bool, timings: bool, masks: Path | None) -> Any:
+    """Predict one file, print it and return its ``ImagePrediction``."""
+    from cascade.imageio import ImageDecodeError, read_image
+    from cascade.scoring import write_mask_outputs
+
+    try:
+        image = read_image(path)
+    except ImageDecodeError as exc:
+        raise _fail(str(exc), EXIT_IMAGES_FAILED) from exc
+    pred = predictor.predict([image], image_ids=[path.name], mode=mode)[0]
+    if masks is not None:
+        write_mask_outputs(masks, image, pred)
+    if as_json:
+        typer.echo(json.dumps(pred.to_dict(include_timings=timings), indent=2))
+        return pred
+    typer.echo(f"{pred.image_id} ({pred.width}x{pred.height})")
+    for c in pred.classes:
+        typer.echo(f"  class {c.class_id} {c.name:<15} p={c.probability:.3f} present={c.present!s:<5} area={c.area}")
+    return pred
+
+
+def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], as_json: bool) -> None:
+    from tqdm import tqdm
+
+    from cascade.scoring import RayUnavailableError, ResumeError, ScoreProgress, score_folder, score_folder_ray
+
+    bars: list[tqdm] = []
+
+    def _progress(p: ScoreProgress) -> None:
+        if not bars:  # the first tick comes before any batch, with the resumed count
+            bars.append(tqdm(total=p.total, initial=p.done, unit="img", desc="scoring", dynamic_ncols=True))
+        bar = bars[0]
+        bar.update(p.done - bar.n)
+        bar.set_postfix(failed=p.failed, refresh=False)
+
+    try:
+        with _GracefulInterrupt() as interrupt:
+            if predictor is None:
+                summary = score_folder_ray(path, out, cancel=interrupt.event, progress=_progress, **options)
+            else:
+                summary = score_folder(path, out, predictor, cancel=interrupt.event, progress=_progress, **options)
+    except (ResumeError, RayUnavailableError) as exc:
+        raise _fail(str(exc)) from exc
+    except KeyboardInterrupt as exc:
+        raise _fail(f"interrupted; {out} is resumable: rerun the same command", EXIT_INTERRUPTED) from exc
+    finally:
+        for bar in bars:
+            bar.close()
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        typer.echo(
+            f"{summary.done}/{summary.total} images done in {summary.elapsed_s:.1f} s "
+            f"({summary.scored} scored at {summary.images_per_second:.2f} img/s, {summary.resumed} resumed, "
+            f"{summary.failed} unreadable) -> {summary.out_csv}"
+        )
+        for err in summary.errors:
+            typer.echo(f"unreadable: {err.image_id}: {err.reason}", err=True)
+        if summary.errors_csv is not None:
+            typer.echo(f"{summary.failed} unreadable image(s) listed in {summary.errors_csv}", err=True)
+    if summary.cancelled:
+        raise _fail(f"stopped early; {out} is resumable: rerun the same command", EXIT_INTERRUPTED)
+    if summary.failed:
+        raise typer.Exit(EXIT_IMAGES_FAILED)
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+
+    @app.command("predict")
+    def predict(
+        path: Path = typer.Argument(
+            ..., exists=True, help="A folder of images (scored into --out) or one image file (printed)."
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Submission CSV to write; required for a folder. Rerun to resume."
+        ),
+        bundle: Path | None = typer.Option(None, "--bundle", "-b", help="Bundle to load (default: embedded demo)."),
+        batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per predictor call."),
+        workers: int = typer.Option(2, "--workers", min=1, help="Decoding threads (local engine)."),
+        parallel: int = typer.Option(
+            0,
+            "--parallel",
+            min=0,
+            help="Predictors running batches side by side (local engine); 0: one per core on CPU "
+            "(with --threads 1), one on GPU.",
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+        runtime: str = typer.Option(
+            "auto", "--runtime", help="auto (fastest that passes parity) or torch, torch-bf16, onnx, openvino, ..."
+        ),
+        threads: int | None = typer.Option(
+            None, "--threads", min=1, help="Inference threads per predictor (per actor on Ray); default 1 on CPU."
+        ),
+        layout: str = typer.Option("image_class", "--layout", help="image_class (ImageId_ClassId) or long."),
+        masks: Path | None = typer.Option(
+            None, "--masks", help="Also write masks/<file>.png (class bitmask PNG) and overlays/<file>.jpg here."
+        ),
+        mode: str = typer.Option("cascade", "--mode", help="cascade (gated) or segment_all."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out instead of resuming it."),
+        engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (Ray Data)."),
+        address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: start locally)."),
+        actors: str = typer.Option("1,2", "--actors", help="Ray actor pool: N or MIN,MAX."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON (the prediction, or the run summary)."),
+        timings: bool = typer.Option(False, "--timings", help="Include stage timings in a single image's JSON."),
+    ) -> None:
+        """Score a folder of images into a Kaggle submission (resumable), or predict one image.
+
+        A folder is scored in file-name order into --out, which is fsync'ed after every batch.
+        After Ctrl-C or kill -9, rerun the same command to resume (same --batch-size, --threads, --runtime: same bytes).
+        Unreadable images are listed in <out stem>.errors.csv and the exit code is 2.
+        """
+        layout_name = _check_choice("--layout", layout, _LAYOUTS)
+        _check_choice("--engine", engine, _ENGINES)
+        _check_choice("--mode", mode, ("cascade", "segment_all"))
+        actor_pool = _parse_actors(actors)
+        from cascade.formats import Layout
+
+        layout_value = Layout.IMAGE_CLASS if layout_name == "image_class" else Layout.LONG
+        if path.is_dir():
+            if out is None:
+                raise typer.BadParameter("scoring a folder needs --out submission.csv", param_hint="--out")
+            options: dict[str, Any] = {
+                "batch_size": batch_size,
+                "masks_dir": masks,
+                "layout": layout_value,
+                "mode": mode,
+                "resume": not overwrite,
+            }
+            if engine == "ray":
+                _quiet_ray()
+                options |= {
+                    "bundle": bundle,
+                    "address": address,
+                    "actors": actor_pool,
+                    "threads": threads or 1,
+                    "device": "cpu" if device == "auto" else device,
+                    "runtime": runtime,
+                    # Starting Ray here: no dashboard, worker logs stay in Ray's log folder. A cluster keeps its own.
+                    "init_kwargs": {"include_dashboard": False, "log_to_driver": False} if address is None else {},
+                }
+                _run_folder(path, out, None, options, as_json)
+                return
+            count, per_predictor = _local_parallelism(device, parallel, threads)
+            predictors = [_load_predictor(bundle, device, runtime, per_predictor) for _ in range(count)]
+            _run_folder(path, out, predictors, options | {"workers": workers}, as_json)
+            return
+        predictor = _load_predictor(bundle, device, runtime, threads)
+        pred = _predict_file(path, predictor, mode=mode, as_json=as_json, timings=timings, masks=masks)
+        if out is not None:
+            from cascade.scoring.folder import format_image_rows, submission_header
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(submission_header(layout_value) + format_image_rows(pred.image_id, pred.rles, layout_value))
+
+
+def _quiet_ray() -> None:
+    """Ray Data's own progress bars and INFO logs would garble the tqdm bar; keep warnings."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("ray").setLevel(logging.WARNING)
+    try:
+        import ray.data
+    except ImportError:
+        return  # score_folder_ray raises a clear RayUnavailableError
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _local_parallelism(device: str, parallel: int, threads: int | None) -> tuple[int, int | None]:
+    """``(predictors, threads per predictor)`` for the local engine.
+
+    On CPU, small networks use cores better as several single-threaded predictors on separate batches than as
+    one predictor with intra-op threads (and far better when other processes share the cores).
+    """
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        return parallel or 1, threads
+    if parallel == 0:
+        per = threads or 1
+        return max(1, cores // per), per
+    return parallel, threads or max(1, cores // parallel)
+
+
+def _load_predictor(bundle: Path | None, device: str, runtime: str, threads: int | None) -> Any:
+    from cascade.predictor import CascadePredictor
+
+    return CascadePredictor.from_bundle(bundle, device=device, runtime=runtime, threads=threads)

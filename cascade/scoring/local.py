@@ -1,0 +1,133 @@
+"""The local engine: score a folder on this machine, decoding ahead in threads, one or more predictors.
+
+A thread pool decodes the next batches (in listing order) while the predictors run; Pillow and torch
+release the GIL, so decoding hides behind inference. With several predictors (each its own copy of the
+networks, e.g. two single-threaded ones on two cores) batches run side by side, one thread per
+predictor: small networks use cores better that way than through intra-op threads. Results are
+committed in listing order (errors file, then submission, fsync'ed) as batches finish, so an
+interrupted run resumes, and the output is the same whatever the number of predictors.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from cascade.formats import Layout
+from cascade.scoring.batch import Decoded, Predictor, decode_file, run_batch
+from cascade.scoring.folder import errors_path
+from cascade.scoring.job import BatchResult, JobTally, plan_job
+from cascade.scoring.sink import OrderedSink
+from cascade.scoring.summary import ScoreProgress, ScoreSummary
+
+__all__ = ["score_folder"]
+
+logger = logging.getLogger(__name__)
+
+_DecodingBatch = list[tuple[str, "Future[Decoded]"]]
+
+
+def score_folder(
+    images_dir: str | Path,
+    out_csv: str | Path,
+    predictor: Predictor | Sequence[Predictor],
+    *,
+    batch_size: int = 4,
+    workers: int = 2,
+    masks_dir: str | Path | None = None,
+    layout: Layout = Layout.IMAGE_CLASS,
+    mode: str = "cascade",
+    resume: bool = True,
+    cancel: threading.Event | None = None,
+    progress: Callable[[ScoreProgress], None] | None = None,
+    prefetch_batches: int = 2,
+    fsync: bool = True,
+) -> ScoreSummary:
+    """Score every image of a folder into a submission CSV, resuming an interrupted run.
+
+    Args:
+        images_dir: folder of images (see ``list_images``); scored in file-name order.
+        out_csv: submission to write (4 rows per image, listing order); ``<stem>.errors.csv`` next to it lists
+            unreadable images.
+        predictor: a ``CascadePredictor`` (or anything with its ``predict``), or several (not thread-safe
+            ones must be distinct objects): batches then run side by side, one thread per predictor.
+        batch_size: images per ``predict`` call; keep it when resuming (see ``cascade.scoring.job``).
+        workers: decoding threads.
+        masks_dir: also write mask PNGs and overlays there (see ``cascade.scoring.masks``).
+        layout: submission layout.
+        mode: predictor mode, ``"cascade"`` or ``"segment_all"``.
+        resume: continue an existing output of the same job (False: start afresh and replace it).
+        cancel: when set, stop after the batches being predicted (the output stays resumable).
+        progress: called once at the start (``done`` = images resumed) and after every committed batch.
+        prefetch_batches: batches decoded ahead of those being predicted.
+        fsync: fsync the outputs after every batch.
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        ResumeError: ``resume`` is True and the existing output belongs to another job.
+        NotADirectoryError: ``images_dir`` is not a folder.
+    """
+    predictors = list(predictor) if isinstance(predictor, Sequence) else [predictor]
+    if not predictors or workers < 1 or prefetch_batches < 0:
+        raise ValueError(
+            f"{len(predictors)} predictors, workers={workers}, prefetch_batches={prefetch_batches}; "
+            "allowed: at least one predictor, workers >= 1, prefetch_batches >= 0"
+        )
+    job = plan_job(images_dir, out_csv, layout, batch_size, resume)
+    if job.resumed:
+        logger.info("%s: resuming, %d of %d images already finished", job.out_csv, job.resumed, len(job.image_ids))
+    tally = JobTally(job, "local")
+    free: queue.SimpleQueue[Predictor] = queue.SimpleQueue()
+    for p in predictors:
+        free.put(p)
+
+    def _infer(batch: _DecodingBatch) -> BatchResult:
+        start = time.perf_counter()
+        decoded = [(name, future.result()) for name, future in batch]
+        waited = time.perf_counter() - start
+        model = free.get()
+        try:
+            result = run_batch(model, decoded, mode=mode, masks_dir=masks_dir)
+        finally:
+            free.put(model)
+        result.stages["decode_wait"] = waited
+        return result
+
+    decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    infer_pool = ThreadPoolExecutor(max_workers=len(predictors), thread_name_prefix="predict")
+    upcoming = iter(job.batches)
+    decoding: deque[_DecodingBatch] = deque()
+    running: deque[Future[BatchResult]] = deque()
+    cancelled = False
+    sink = OrderedSink(job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync)
+    try:
+        if progress is not None:
+            progress(tally.progress(sink, []))
+        while True:
+            cancelled = cancelled or (cancel is not None and cancel.is_set())
+            while not cancelled and len(decoding) < len(predictors) + prefetch_batches:
+                batch = next(upcoming, None)
+                if batch is None:
+                    break
+                decoding.append([(name, decode_pool.submit(decode_file, job.folder / name)) for name in batch])
+            while not cancelled and decoding and len(running) < len(predictors):
+                running.append(infer_pool.submit(_infer, decoding.popleft()))
+            if not running:
+                break
+            tally.queue(sink, running.popleft().result())  # oldest first: commits stay in listing order
+            written = tally.commit(sink)
+            if progress is not None:
+                progress(tally.progress(sink, written))
+    finally:
+        decode_pool.shutdown(wait=False, cancel_futures=True)
+        infer_pool.shutdown(wait=False, cancel_futures=True)
+        sink.close()
+    return tally.summary(sink, cancelled)

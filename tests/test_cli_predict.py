@@ -1,0 +1,95 @@
+"""Tests for cascade/cli/predict.py: ``cascade predict`` on folders and single images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cascade.cli.main import app
+from cascade.formats import Layout, read_annotations
+from cascade.imageio import read_image
+from cascade.scoring import errors_path, list_images, read_mask_png
+from tests.fixtures.scoring import BAD_FILES, REFERENCE_BATCH, SCORE_N, TinyReference
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, ["predict", *args, "--runtime", "torch", "--threads", "1"], catch_exceptions=False)
+
+
+def test_help() -> None:
+    result = runner.invoke(app, ["predict", "--help"])
+    assert result.exit_code == 0
+    for option in ("--out", "--bundle", "--batch-size", "--workers", "--masks", "--engine", "--overwrite", "--json"):
+        assert option in result.output
+
+
+def test_folder_with_unreadable_images_exits_2(
+    tmp_path: Path, bad_score_dir: Path, tiny_bundle_path: Path, tiny_reference: TinyReference
+) -> None:
+    out = tmp_path / "sub.csv"
+    args = (str(bad_score_dir), "--out", str(out), "--bundle", str(tiny_bundle_path))
+    args += ("--batch-size", str(REFERENCE_BATCH))
+    result = _invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert f"{SCORE_N + 2}/{SCORE_N + 2} images done" in result.output
+    assert "2 unreadable" in result.output
+    listed = [line.split(",")[0] for line in errors_path(out).read_text().splitlines()[1:]]
+    assert listed == sorted(BAD_FILES)
+    assert out.read_bytes() == tiny_reference.submission
+    assert errors_path(out).read_bytes() == tiny_reference.errors
+    again = _invoke(*args)
+    assert again.exit_code == 2 and f"{SCORE_N + 2} resumed" in again.output
+    assert out.read_bytes() == tiny_reference.submission
+
+
+def test_folder_refuses_foreign_output_unless_overwrite(
+    tmp_path: Path, score_dir: Path, tiny_bundle_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    name = list_images(score_dir)[0]
+    shutil.copy(score_dir / name, folder / name)
+    out = tmp_path / "sub.csv"
+    out.write_text("ImageId,ClassId,EncodedPixels\n")
+    args = (str(folder), "--out", str(out), "--bundle", str(tiny_bundle_path))
+    refused = _invoke(*args)
+    assert refused.exit_code == 1 and "--overwrite" in refused.output
+    done = _invoke(*args, "--overwrite", "--layout", "long", "--json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["complete"] and summary["scored"] == 1 and summary["errors"] == []
+    annotations = read_annotations(out, image_ids=[name])
+    assert annotations.layout is Layout.LONG and annotations.image_ids == (name,)
+
+
+def test_folder_needs_out(score_dir: Path) -> None:
+    result = runner.invoke(app, ["predict", str(score_dir)])
+    assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_single_image_json(tmp_path: Path, score_dir: Path, tiny_bundle_path: Path, tiny_predictor) -> None:
+    name = list_images(score_dir)[0]
+    masks = tmp_path / "masks"
+    result = _invoke(str(score_dir / name), "--json", "--bundle", str(tiny_bundle_path), "--masks", str(masks))
+    assert result.exit_code == 0, result.output
+    expected = tiny_predictor.predict([read_image(score_dir / name)], image_ids=[name])[0]
+    assert json.loads(result.stdout) == expected.to_dict(include_timings=False)
+    assert (read_mask_png(masks / "masks" / f"{name}.png") == expected.masks).all()
+
+
+@pytest.mark.parametrize("bad", BAD_FILES)
+def test_single_unreadable_image_exits_2(bad_score_dir: Path, tiny_bundle_path: Path, bad: str) -> None:
+    result = _invoke(str(bad_score_dir / bad), "--json", "--bundle", str(tiny_bundle_path))
+    assert result.exit_code == 2 and bad in result.output
+
+
+def test_bad_choices(score_dir: Path, tmp_path: Path) -> None:
+    for option, value in (("--layout", "wide"), ("--engine", "spark"), ("--actors", "3,1")):
+        result = runner.invoke(app, ["predict", str(score_dir), "--out", str(tmp_path / "s.csv"), option, value])
+        assert result.exit_code == 2 and "allowed" in result.output, (option, result.output)
