@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.predictor",
     "tests.fixtures.scoring",
+    "tests.fixtures.training",
     "tests.fixtures.service",
 ]
 

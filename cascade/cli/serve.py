@@ -1,6 +1,12 @@
-"""CLI commands: serve (being written)."""
+"""CLI command ``cascade serve``: the FastAPI service under uvicorn.
+
+Options left out fall back to the ``CASCADE_*`` environment variables, then to the defaults of
+``service.settings.ServiceSettings``; options given win over the environment.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -9,3 +15,81 @@ __all__ = ["register"]
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("serve")(serve)
+
+
+def serve(
+    bundle: Path | None = typer.Option(
+        None, "--bundle", "-b", help="Bundle file or directory (default: the embedded demo bundle)."
+    ),
+    host: str | None = typer.Option(None, help="Interface to bind (default: 127.0.0.1); 0.0.0.0 for all."),
+    port: int | None = typer.Option(None, help="TCP port (default: 8000)."),
+    max_batch_size: int | None = typer.Option(
+        None, help="Most images merged into one predictor call (default 4; more pays off on a GPU)."
+    ),
+    max_wait_ms: float | None = typer.Option(None, help="Longest wait for more requests to merge, ms (default 5)."),
+    queue_size: int | None = typer.Option(None, help="Images allowed to wait; beyond, 503 + Retry-After (default 64)."),
+    max_upload_mb: float | None = typer.Option(None, help="Largest request body in MiB; beyond, 413 (default 32)."),
+    max_files: int | None = typer.Option(None, help="Most images per /predict/batch request or zip (default 256)."),
+    request_timeout: float | None = typer.Option(
+        None, help="Per-request inference deadline in s; beyond, 504 (default 60)."
+    ),
+    api_key: str | None = typer.Option(
+        None,
+        help="Require this key (X-API-Key or Authorization: Bearer). Prefer the CASCADE_API_KEY variable: "
+        "options show up in process lists.",
+    ),
+    data_root: Path | None = typer.Option(None, help="Folder jobs may read only below this folder (default jobs off)."),
+    state_dir: Path | None = typer.Option(None, help="Where jobs persist (default ~/.local/state/cascade)."),
+    samples_dir: Path | None = typer.Option(
+        None, help="GUI sample images (default synthetic samples drawn at start-up)."
+    ),
+    runtime: str | None = typer.Option(None, help="Inference runtime: auto, torch, onnx, openvino... (default auto)."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default auto)."),
+    threads: int | None = typer.Option(None, help="Intra-op threads of the runtime (default torch's default)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve a cascade bundle over HTTP: /predict, /predict/batch, /jobs, the web GUI at /, /docs."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from cascade.bundle import BundleError, read_manifest
+    from cascade.embedded import resolve_bundle
+    from service import ServiceSettings, create_app
+
+    options = {
+        "bundle": bundle,
+        "host": host,
+        "port": port,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "queue_size": queue_size,
+        "max_upload_mb": max_upload_mb,
+        "max_files": max_files,
+        "request_timeout_s": request_timeout,
+        "api_key": api_key,
+        "data_root": data_root,
+        "state_dir": state_dir,
+        "samples_dir": samples_dir,
+        "runtime": runtime,
+        "device": device,
+        "threads": threads,
+    }
+    try:
+        settings = ServiceSettings(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        typer.echo(f"error: bad settings: {problems}", err=True)
+        raise typer.Exit(2) from err
+    try:  # fail now, not after uvicorn started, when the bundle is missing or unreadable
+        path = resolve_bundle(settings.bundle)
+        read_manifest(path)
+    except (BundleError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    for name, folder in (("--data-root", settings.data_root), ("--samples-dir", settings.samples_dir)):
+        if folder is not None and not folder.is_dir():
+            typer.echo(f"error: {name} {folder} is not a folder", err=True)
+            raise typer.Exit(2)
+    typer.echo(f"serving {path} at http://{settings.host}:{settings.port} (GUI at /, API docs at /docs)")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level, workers=1)

@@ -1,0 +1,76 @@
+"""Operations routes: /healthz, /readyz (both open), /metrics and /model (behind the API key)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from service.deps import ERROR_RESPONSES, get_state, ready_state, require_api_key
+from service.metrics import CONTENT_TYPE_LATEST
+from service.schemas import HealthResponse, ModelInfo, ReadyResponse
+from service.state import ServiceState
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process answers")
+async def healthz() -> HealthResponse:
+    """Always 200 while the process runs, also while the model loads."""
+    return HealthResponse()
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    summary="Readiness: the model has loaded",
+    responses={503: {"model": ReadyResponse, "description": "Still loading, or loading failed."}},
+)
+async def readyz(state: ServiceState = Depends(get_state)) -> JSONResponse:
+    """200 once the bundle has loaded and the inference worker runs, 503 before (and after a failed load)."""
+    body = ReadyResponse(ready=state.ready, status=state.status, detail=state.error)
+    headers = {"Retry-After": "2"} if state.status == "loading" else {}
+    return JSONResponse(body.model_dump(), status_code=200 if state.ready else 503, headers=headers)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    dependencies=[Depends(require_api_key)],
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Text exposition format."}},
+    response_class=Response,
+)
+async def metrics(state: ServiceState = Depends(get_state)) -> Response:
+    """Request latency histograms, batch sizes, queue depth, per-class positives, errors by status."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/model",
+    response_model=ModelInfo,
+    summary="The served bundle",
+    dependencies=[Depends(require_api_key)],
+    responses=ERROR_RESPONSES,
+)
+async def model(state: ServiceState = Depends(ready_state)) -> ModelInfo:
+    """The bundle's manifest: classes, thresholds, architectures, provenance, and the runtime chosen here."""
+    manifest = state.predictor.manifest
+    data = manifest.to_dict()
+    return ModelInfo(
+        bundle=state.bundle_label,
+        runtime=str(getattr(state.predictor, "runtime_name", "unknown")),
+        device=str(getattr(state.predictor, "device", "unknown")),
+        class_ids=list(manifest.class_ids),
+        class_names=list(manifest.class_names),
+        thresholds=[
+            {"class_id": cid, **dataclasses.asdict(params)}
+            for cid, params in zip(manifest.class_ids, manifest.classes, strict=True)
+        ],
+        classifier=data["classifier"],
+        segmenters=data["segmenters"],
+        provenance=data["provenance"],
+        manifest=data,
+    )

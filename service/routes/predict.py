@@ -1,0 +1,90 @@
+"""POST /predict: one image in, ``ImagePrediction.to_dict()`` out (plus mask PNGs / overlay when asked)."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import ERROR_RESPONSES, guard_worker, ready_state, require_api_key, worker_of
+from service.encoding import prediction_body
+from service.schemas import ErrorResponse, PredictionResponse
+from service.state import ServiceState
+from service.uploads import decode_upload, read_single_upload
+
+__all__ = ["IMAGE_REQUEST_BODY", "UPLOAD_ERRORS", "router"]
+
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+
+IMAGE_REQUEST_BODY: dict = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary", "description": "JPEG/PNG/BMP/TIFF"}},
+                "required": ["file"],
+            }
+        },
+        **{
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in ("image/jpeg", "image/png", "image/bmp", "image/tiff")
+        },
+    },
+}
+"""OpenAPI request body of /predict: a multipart ``file`` part, or the image bytes themselves."""
+
+UPLOAD_ERRORS: dict[int | str, dict] = {
+    **ERROR_RESPONSES,
+    413: {"model": ErrorResponse, "description": "Body, file count or decoded image above the limits."},
+    415: {"model": ErrorResponse, "description": "Not a JPEG, PNG, BMP or TIFF image."},
+    422: {"model": ErrorResponse, "description": "Empty, truncated or undecodable image (the detail says why)."},
+    504: {"model": ErrorResponse, "description": "Inference did not finish within the request timeout."},
+}
+"""Error answers of the upload routes (for the OpenAPI docs)."""
+
+Mode = Literal["cascade", "segment_all"]
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionResponse,
+    summary="Predict one image",
+    responses=UPLOAD_ERRORS,
+    openapi_extra={"requestBody": IMAGE_REQUEST_BODY},
+)
+async def predict(
+    request: Request,
+    masks: bool = Query(False, description="Add mask_png: class id -> base64 PNG of the mask."),
+    overlay: bool = Query(False, description="Add overlay_png: base64 PNG of the image with coloured masks."),
+    mode: Mode = Query("cascade", description="cascade (gate on) or segment_all (every segmenter runs)."),
+    state: ServiceState = Depends(ready_state),
+) -> JSONResponse:
+    """Upload one image (multipart ``file``, or the raw bytes with an image content type).
+
+    The answer is ``ImagePrediction.to_dict()`` of the cascade predictor, the same JSON as
+    ``cascade predict IMAGE --json``; ``timings`` also has ``decode``, ``inference`` (queue and batch)
+    and ``request`` seconds. Concurrent requests are merged into one predictor call.
+    """
+    settings = state.settings
+    started = time.perf_counter()
+    upload = await read_single_upload(request, max_files=settings.max_files)
+    image = await decode_upload(upload, max_pixels=settings.max_image_pixels)
+    decoded = time.perf_counter()
+    worker = worker_of(state)
+    prediction = await guard_worker(
+        state, worker.predict(image, upload.name, timeout=settings.request_timeout_s, mode=mode)
+    )
+    predicted = time.perf_counter()
+    timings = {"decode": decoded - started, "inference": predicted - decoded}
+    if masks or overlay:
+        body = await run_in_threadpool(
+            prediction_body, prediction, image=image, extra_timings=timings, masks=masks, overlay=overlay
+        )
+    else:
+        body = prediction_body(prediction, extra_timings=timings)
+    body["timings"]["request"] = round(time.perf_counter() - started, 6)
+    return JSONResponse(body)

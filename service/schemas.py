@@ -1,0 +1,273 @@
+"""Pydantic request and response models of the HTTP API (documentation and validation at the edge)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ClassParamsUpdate",
+    "ClassResult",
+    "ErrorResponse",
+    "GuiClass",
+    "GuiConfig",
+    "HealthResponse",
+    "JobCreate",
+    "JobStatus",
+    "ModelInfo",
+    "PostprocessRequest",
+    "PredictionResponse",
+    "ReadyResponse",
+    "SampleInfo",
+    "SessionResponse",
+]
+
+_EXAMPLE_RLE = "29102 12 29346 24 29602 24 29858 24 30114 24"
+
+
+class ClassResult(BaseModel):
+    """The cascade's answer for one class of one image."""
+
+    class_id: int = Field(..., ge=1, examples=[3])
+    name: str = Field(..., examples=["scratches"])
+    probability: float = Field(..., ge=0, le=1, description="Classifier probability.", examples=[0.93])
+    present: bool = Field(..., description="True when the final mask is non-empty.", examples=[True])
+    area: int = Field(..., ge=0, description="Mask pixels.", examples=[108])
+    rle: str = Field(..., description="Kaggle RLE (column-major, 1-indexed); '' when absent.", examples=[_EXAMPLE_RLE])
+
+
+class PredictionResponse(BaseModel):
+    """One image's prediction: ``ImagePrediction.to_dict()`` plus the optional encodings asked for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "image_id": "0002cc93b.jpg",
+                    "height": 256,
+                    "width": 1600,
+                    "classes": [
+                        {"class_id": 1, "name": "pits", "probability": 0.02, "present": False, "area": 0, "rle": ""},
+                        {
+                            "class_id": 2,
+                            "name": "vertical_marks",
+                            "probability": 0.01,
+                            "present": False,
+                            "area": 0,
+                            "rle": "",
+                        },
+                        {
+                            "class_id": 3,
+                            "name": "scratches",
+                            "probability": 0.93,
+                            "present": True,
+                            "area": 108,
+                            "rle": _EXAMPLE_RLE,
+                        },
+                        {
+                            "class_id": 4,
+                            "name": "blotches",
+                            "probability": 0.04,
+                            "present": False,
+                            "area": 0,
+                            "rle": "",
+                        },
+                    ],
+                    "timings": {
+                        "classifier": 0.041,
+                        "segmenters": 0.212,
+                        "decode": 0.004,
+                        "queue": 0.013,
+                        "request": 0.281,
+                    },
+                }
+            ]
+        }
+    )
+
+    image_id: str = Field(..., description="The upload's file name, or sha256:<16 hex> of its bytes.")
+    height: int = Field(..., ge=1)
+    width: int = Field(..., ge=1)
+    classes: list[ClassResult]
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Seconds: the predictor's stages for the batch the image ran in, plus decode, queue and request.",
+    )
+    mask_png: dict[str, str] | None = Field(
+        None, description="With masks=true: class id -> base64 8-bit PNG (255 = defect), at the image's size."
+    )
+    overlay_png: str | None = Field(
+        None, description="With overlay=true: base64 PNG of the image with the class masks drawn in colour."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: what was wrong and, where it helps, what is allowed."""
+
+    detail: str = Field(..., examples=["photo.gif: unsupported image format 'GIF'; allowed: JPEG, PNG, BMP, TIFF"])
+
+
+class HealthResponse(BaseModel):
+    """The process is up (says nothing about the model)."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    """Whether the model has loaded and the worker runs."""
+
+    ready: bool = Field(..., examples=[True])
+    status: str = Field(..., description="loading, ready, failed or stopped.", examples=["ready"])
+    detail: str | None = Field(None, examples=[None])
+
+
+class ModelInfo(BaseModel):
+    """The served bundle: its manifest and how it runs here."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "bundle": "embedded:demo",
+                    "runtime": "onnxruntime",
+                    "device": "cpu",
+                    "class_ids": [1, 2, 3, 4],
+                    "class_names": ["pits", "vertical_marks", "scratches", "blotches"],
+                    "thresholds": [
+                        {
+                            "class_id": 1,
+                            "prob_threshold": 0.5,
+                            "pixel_threshold": 0.5,
+                            "min_area": 300,
+                            "min_component_area": 0,
+                            "soft_gate": False,
+                        }
+                    ],
+                    "classifier": {"arch": "timm", "name": "mobilenetv3_small_100", "kwargs": {}},
+                    "segmenters": {"1": {"arch": "FPN", "name": "resnet18", "kwargs": {}}},
+                    "provenance": {"dataset": "synthetic", "metrics": {"dice": 0.9}},
+                    "manifest": {"format_version": 1},
+                }
+            ]
+        }
+    )
+
+    bundle: str = Field(..., description="Path of the bundle, or embedded:<name>.")
+    runtime: str
+    device: str
+    class_ids: list[int]
+    class_names: list[str]
+    thresholds: list[dict[str, Any]] = Field(..., description="Post-processing parameters per class.")
+    classifier: dict[str, Any]
+    segmenters: dict[str, dict[str, Any]]
+    provenance: dict[str, Any]
+    manifest: dict[str, Any] = Field(..., description="The whole manifest (BundleManifest.to_dict()).")
+
+
+class JobCreate(BaseModel):
+    """A folder to score, relative to the server's data root."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"folder": "test_images"}]})
+
+    folder: str = Field(..., min_length=1, max_length=4096, description="Folder path relative to --data-root.")
+    mode: Literal["cascade", "segment_all"] = "cascade"
+
+
+class JobStatus(BaseModel):
+    """A folder job's progress."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "4f1c0d7a2b9e4c55a1f0e3d2c1b0a998",
+                    "folder": "test_images",
+                    "mode": "cascade",
+                    "state": "running",
+                    "total": 5506,
+                    "done": 1200,
+                    "failed": 1,
+                    "created": "2025-01-01T12:00:00+00:00",
+                    "updated": "2025-01-01T12:04:10+00:00",
+                    "error": None,
+                    "errors": [{"file": "bad.jpg", "reason": "cannot decode image: image file is truncated"}],
+                }
+            ]
+        }
+    )
+
+    id: str
+    folder: str
+    mode: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    total: int = Field(..., ge=0, description="Images in the folder (0 until the job has listed it).")
+    done: int = Field(..., ge=0, description="Images finished, failures included.")
+    failed: int = Field(..., ge=0, description="Images that could not be read or predicted.")
+    created: str
+    updated: str
+    error: str | None = Field(None, description="Why the job failed, when it did.")
+    errors: list[dict[str, str]] = Field(default_factory=list, description="Unreadable images: file and reason.")
+
+
+class SampleInfo(BaseModel):
+    """A sample image the GUI offers."""
+
+    name: str = Field(..., examples=["sample-1.jpg"])
+    url: str = Field(..., examples=["/gui/samples/sample-1.jpg"])
+
+
+class SessionResponse(PredictionResponse):
+    """A GUI analysis: the prediction, its masks and what the threshold sliders start from."""
+
+    session_id: str = Field(..., description="Key of the cached raw output for POST /postprocess/{session_id}.")
+    params: list[dict[str, Any]] = Field(..., description="Post-processing parameters per class in effect.")
+    segmented: list[int] = Field(
+        ..., description="Class ids that have a segmenter probability map (the gate can only open for these)."
+    )
+    image_jpeg: str | None = Field(
+        None, description="From /gui/analyze only: base64 JPEG of the decoded image, as the page shows it."
+    )
+
+
+class GuiClass(BaseModel):
+    """One class as the GUI shows it."""
+
+    class_id: int = Field(..., examples=[1])
+    name: str = Field(..., examples=["pits"])
+    colour: tuple[int, int, int] = Field(..., description="Overlay colour (RGB).", examples=[(230, 25, 75)])
+    params: dict[str, Any] = Field(..., description="The bundle's post-processing parameters of the class.")
+
+
+class GuiConfig(BaseModel):
+    """What the GUI page needs to start: the model, its classes and the samples."""
+
+    bundle: str
+    runtime: str
+    device: str
+    classes: list[GuiClass]
+    samples: list[SampleInfo]
+
+
+class ClassParamsUpdate(BaseModel):
+    """New post-processing parameters for one class; omitted fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_id: int = Field(..., ge=1, examples=[3])
+    prob_threshold: float | None = Field(None, ge=0, le=1, examples=[0.4])
+    pixel_threshold: float | None = Field(None, ge=0, le=1, examples=[0.5])
+    min_area: int | None = Field(None, ge=0)
+    min_component_area: int | None = Field(None, ge=0)
+    soft_gate: bool | None = None
+
+
+class PostprocessRequest(BaseModel):
+    """Re-run post-processing of a cached GUI analysis with other per-class parameters."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"classes": [{"class_id": 3, "prob_threshold": 0.4, "pixel_threshold": 0.6}]}]},
+    )
+
+    classes: list[ClassParamsUpdate] = Field(default_factory=list, max_length=4)

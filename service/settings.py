@@ -1,0 +1,72 @@
+"""Service settings: environment variables with the ``CASCADE_`` prefix, overridden by ``cascade serve`` options."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cascade.imageio import DEFAULT_MAX_PIXELS
+
+__all__ = ["ServiceSettings", "default_state_dir"]
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/cascade`` or ``~/.local/state/cascade``: where jobs and samples live by default."""
+    base = os.environ.get("XDG_STATE_HOME")
+    return (Path(base) if base else Path.home() / ".local" / "state") / "cascade"
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the service reads at start-up.
+
+    Every field can be set as an environment variable ``CASCADE_<FIELD>`` (e.g. ``CASCADE_MAX_BATCH_SIZE=8``)
+    or as a ``cascade serve`` option; options win over the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CASCADE_", extra="ignore", frozen=True)
+
+    bundle: Path | None = Field(None, description="Bundle file or directory; None serves the embedded demo bundle.")
+    host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:N.")
+    runtime: str = Field("auto", description="Inference runtime (auto, torch, onnx, openvino; the predictor checks).")
+    threads: int | None = Field(None, ge=1, description="Intra-op threads of the runtime (None: runtime default).")
+
+    max_batch_size: int = Field(
+        4, ge=1, le=256, description="Most images merged into one predictor call (raise it on a GPU)."
+    )
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait for more requests once one arrived.")
+    queue_size: int = Field(64, ge=1, description="Interactive images allowed to wait; beyond that 503 + Retry-After.")
+    request_timeout_s: float = Field(60.0, gt=0, description="Per-request inference deadline; beyond it 504.")
+
+    max_upload_mb: float = Field(32.0, gt=0, description="Largest request body in MiB (413 beyond).")
+    max_files: int = Field(256, ge=1, description="Most images in one /predict/batch request or zip (413 beyond).")
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest decoded image (decompression bombs).")
+
+    api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Authorization: Bearer.")
+    data_root: Path | None = Field(None, description="Folder jobs may only read below this directory.")
+    job_batch_size: int = Field(
+        2, ge=1, le=256, description="Images per folder-job batch (bounds how long a request waits behind a job)."
+    )
+    state_dir: Path = Field(default_factory=default_state_dir, description="Jobs and generated samples live here.")
+    samples_dir: Path | None = Field(None, description="GUI samples folder; None generates synthetic samples.")
+    num_samples: int = Field(6, ge=0, le=64, description="Synthetic samples generated for the GUI.")
+    gui_cache_size: int = Field(16, ge=1, description="Raw outputs kept for the GUI's threshold sliders (LRU).")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Directory of the persistent folder jobs."""
+        return self.state_dir / "jobs"

@@ -1,0 +1,130 @@
+"""What one running app holds: settings, metrics, the loaded predictor, the worker, jobs and GUI sessions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.batching import InferenceWorker, PredictorLike
+from service.jobs import JobManager
+from service.metrics import ServiceMetrics
+from service.samples import SampleStore
+from service.sessions import SessionCache
+from service.settings import ServiceSettings
+
+__all__ = ["Loader", "ServiceState", "default_loader"]
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[ServiceSettings], tuple[PredictorLike, str]]
+"""Builds the predictor from the settings; returns it and a label of the bundle (path or ``embedded:...``)."""
+
+
+def default_loader(settings: ServiceSettings) -> tuple[PredictorLike, str]:
+    """Load ``settings.bundle`` (or the embedded demo bundle) with ``CascadePredictor.from_bundle``."""
+    from cascade.embedded import resolve_bundle
+    from cascade.predictor import CascadePredictor
+
+    path = resolve_bundle(settings.bundle)
+    predictor = CascadePredictor.from_bundle(
+        path, device=settings.device, runtime=settings.runtime, threads=settings.threads
+    )
+    label = str(path) if settings.bundle is not None else f"embedded:{path.name}"
+    return predictor, label
+
+
+@dataclass
+class ServiceState:
+    """Mutable state of one app, reached by routes as ``request.app.state.cascade``.
+
+    Attributes:
+        settings: the app's settings.
+        metrics: its Prometheus metrics.
+        status: ``loading``, ``ready``, ``failed`` or ``stopped``.
+        error: why loading failed.
+        predictor: the loaded predictor (owned by the worker thread once it runs).
+        bundle_label: path of the bundle or ``embedded:<file>``.
+        worker: the inference worker.
+        jobs: the folder-job manager.
+        samples: GUI sample images.
+        sessions: cached raw outputs for the GUI's threshold sliders.
+    """
+
+    settings: ServiceSettings
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    status: str = "loading"
+    error: str | None = None
+    predictor: Any = None
+    bundle_label: str = ""
+    worker: InferenceWorker | None = None
+    jobs: JobManager | None = None
+    samples: SampleStore = field(default_factory=lambda: SampleStore({}))
+    sessions: SessionCache | None = None
+    _loader_thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True when requests can be served."""
+        return self.status == "ready" and self.worker is not None and self.worker.alive
+
+    def start_loading(self, loader: Loader) -> None:
+        """Load the model, samples, worker and jobs in a thread, so ``/healthz`` answers meanwhile."""
+        self._loader_thread = threading.Thread(target=self._load, args=(loader,), name="cascade-load", daemon=True)
+        self._loader_thread.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Block until loading finished (or failed); True when it did within ``timeout``."""
+        if self._loader_thread is not None:
+            self._loader_thread.join(timeout)
+            return not self._loader_thread.is_alive()
+        return True
+
+    def _load(self, loader: Loader) -> None:
+        s = self.settings
+        worker: InferenceWorker | None = None
+        try:
+            predictor, self.bundle_label = loader(s)
+            self.samples = self._load_samples()
+            worker = InferenceWorker(
+                predictor,
+                max_batch_size=s.max_batch_size,
+                max_wait_s=s.max_wait_ms / 1000.0,
+                queue_size=s.queue_size,
+                metrics=self.metrics,
+            )
+            worker.start()
+            jobs = JobManager(s.jobs_dir, s.data_root, worker, batch_size=s.job_batch_size, metrics=self.metrics)
+            jobs.start()
+        except Exception as err:
+            if worker is not None:
+                worker.stop()
+            self.status, self.error = "failed", f"{type(err).__name__}: {err}"
+            logger.exception("loading the model failed")
+            return
+        self.predictor, self.worker, self.jobs = predictor, worker, jobs
+        self.sessions = SessionCache(s.gui_cache_size)
+        if self.status != "loading":  # shut down while loading
+            jobs.stop()
+            worker.stop()
+            return
+        self.status = "ready"
+        self.metrics.model_ready.set(1)
+        logger.info("ready: %s (runtime %s)", self.bundle_label, getattr(predictor, "runtime_name", "?"))
+
+    def _load_samples(self) -> SampleStore:
+        s = self.settings
+        if s.samples_dir is not None:
+            return SampleStore.from_dir(s.samples_dir)
+        return SampleStore.synthetic(s.num_samples)
+
+    def shutdown(self) -> None:
+        """Stop jobs first (their unfinished work stays resumable), then the worker."""
+        self.status = "stopped"
+        self.metrics.model_ready.set(0)
+        if self.jobs is not None:
+            self.jobs.stop()
+        if self.worker is not None:
+            self.worker.stop()

@@ -1,0 +1,340 @@
+// Web GUI of the steel defect cascade: upload or pick a sample, see class overlays, tune thresholds.
+// Plain browser JavaScript, no build step. Talks to /gui/config, /gui/analyze and /postprocess/{id}.
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "cascade-api-key";
+  const $ = (selector) => document.querySelector(selector);
+  const canvas = $("#view");
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const state = {
+    config: null, // {bundle, runtime, device, classes: [{class_id, name, colour, params}], samples}
+    result: null, // last SessionResponse
+    image: null, // HTMLImageElement of the analysed image
+    layers: {}, // class id -> canvas with the class mask in its colour
+    visible: {}, // class id -> bool
+    seq: 0, // request counter: answers to superseded requests are dropped
+    renders: 0,
+    timer: null,
+  };
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function setStatus(text, isError = false) {
+    const status = $("#status");
+    status.textContent = text;
+    status.classList.toggle("error", isError);
+  }
+
+  function setPageState(value) {
+    document.body.dataset.state = value;
+  }
+
+  async function api(path, options = {}) {
+    const headers = Object.assign({}, options.headers || {});
+    const key = localStorage.getItem(KEY_STORAGE);
+    if (key) headers["X-API-Key"] = key;
+    const response = await fetch(path, Object.assign({}, options, { headers }));
+    if (response.ok) return response.json();
+    let detail = response.statusText;
+    try {
+      detail = (await response.json()).detail || detail;
+    } catch (_) {
+      // not JSON: keep the status text
+    }
+    if (response.status === 401) $("#key-form").hidden = false;
+    const error = new Error(`${response.status}: ${detail}`);
+    error.status = response.status;
+    throw error;
+  }
+
+  function loadImage(src) {
+    return new Promise((resolve, reject) => {
+      const img = new Image();
+      img.onload = () => resolve(img);
+      img.onerror = () => reject(new Error("the browser could not display the image"));
+      img.src = src;
+    });
+  }
+
+  // ------------------------------------------------------------------ start-up
+  async function loadConfig() {
+    for (;;) {
+      try {
+        state.config = await api("/gui/config");
+        break;
+      } catch (error) {
+        if (error.status === 503) {
+          setStatus("The model is loading…");
+          await sleep(1000);
+          continue;
+        }
+        setStatus(error.status === 401 ? "Enter the API key above." : error.message, true);
+        setPageState("error");
+        return;
+      }
+    }
+    const c = state.config;
+    $("#model-info").textContent = `${c.bundle} · runtime ${c.runtime} · ${c.device}`;
+    buildTable();
+    buildSamples();
+    setStatus("Upload an image or pick a sample.");
+    setPageState("idle");
+  }
+
+  function buildSamples() {
+    const box = $("#samples");
+    box.replaceChildren();
+    for (const sample of state.config.samples) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = sample.name;
+      button.dataset.sample = sample.name;
+      button.addEventListener("click", () => {
+        const form = new FormData();
+        form.append("sample", sample.name);
+        analyze(form);
+      });
+      box.append(button);
+    }
+  }
+
+  function slider(cls, value) {
+    const cell = document.createElement("td");
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", min: "0", max: "1", step: "0.01", value: String(value) });
+    input.className = cls;
+    const output = document.createElement("output");
+    output.textContent = Number(value).toFixed(2);
+    input.addEventListener("input", () => {
+      output.textContent = Number(input.value).toFixed(2);
+      schedulePostprocess();
+    });
+    cell.append(input, output);
+    return cell;
+  }
+
+  function buildTable() {
+    const body = $("#classes tbody");
+    body.replaceChildren();
+    for (const cls of state.config.classes) {
+      state.visible[cls.class_id] = true;
+      const row = document.createElement("tr");
+      row.dataset.class = String(cls.class_id);
+      const show = document.createElement("td");
+      const toggle = document.createElement("input");
+      Object.assign(toggle, { type: "checkbox", checked: true, className: "toggle" });
+      toggle.setAttribute("aria-label", `show ${cls.name}`);
+      toggle.addEventListener("change", () => {
+        state.visible[cls.class_id] = toggle.checked;
+        render();
+      });
+      show.append(toggle);
+      const name = document.createElement("td");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = `rgb(${cls.colour.join(",")})`;
+      name.append(swatch, `${cls.class_id} · ${cls.name}`);
+      const cells = ["prob num", "present", "area num"].map((c) => {
+        const td = document.createElement("td");
+        td.className = c;
+        td.textContent = "–";
+        return td;
+      });
+      const copyCell = document.createElement("td");
+      const copy = document.createElement("button");
+      Object.assign(copy, { type: "button", className: "copy-rle", textContent: "Copy RLE", disabled: true });
+      copy.addEventListener("click", () => copyRle(cls.class_id, copy));
+      copyCell.append(copy);
+      row.append(
+        show,
+        name,
+        ...cells,
+        slider("prob-threshold", cls.params.prob_threshold),
+        slider("pixel-threshold", cls.params.pixel_threshold),
+        copyCell,
+      );
+      body.append(row);
+    }
+  }
+
+  // ------------------------------------------------------------------ analysing and post-processing
+  async function analyze(form) {
+    const seq = ++state.seq;
+    setPageState("busy");
+    setStatus("Analysing…");
+    try {
+      const result = await api("/gui/analyze", { method: "POST", body: form });
+      if (seq === state.seq) await show(result, true);
+    } catch (error) {
+      if (seq === state.seq) {
+        setStatus(error.message, true);
+        setPageState("error");
+      }
+    }
+  }
+
+  function currentParams() {
+    return Array.from(document.querySelectorAll("#classes tbody tr")).map((row) => ({
+      class_id: Number(row.dataset.class),
+      prob_threshold: Number(row.querySelector(".prob-threshold").value),
+      pixel_threshold: Number(row.querySelector(".pixel-threshold").value),
+    }));
+  }
+
+  function schedulePostprocess() {
+    if (!state.result) return;
+    clearTimeout(state.timer);
+    state.timer = setTimeout(postprocess, 60);
+  }
+
+  async function postprocess() {
+    if (!state.result) return;
+    const seq = ++state.seq;
+    setPageState("busy");
+    try {
+      const result = await api(`/postprocess/${state.result.session_id}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ classes: currentParams() }),
+      });
+      if (seq === state.seq) await show(result, false);
+    } catch (error) {
+      if (seq !== state.seq) return;
+      setStatus(error.status === 404 ? "The analysis expired; analyse the image again." : error.message, true);
+      setPageState("error");
+    }
+  }
+
+  async function maskLayer(pngBase64, colour, width, height) {
+    const mask = await loadImage(`data:image/png;base64,${pngBase64}`);
+    const layer = document.createElement("canvas");
+    layer.width = width;
+    layer.height = height;
+    const lctx = layer.getContext("2d", { willReadFrequently: true });
+    lctx.drawImage(mask, 0, 0);
+    const pixels = lctx.getImageData(0, 0, width, height);
+    const data = pixels.data;
+    for (let i = 0; i < data.length; i += 4) {
+      const on = data[i] > 127;
+      data[i] = colour[0];
+      data[i + 1] = colour[1];
+      data[i + 2] = colour[2];
+      data[i + 3] = on ? 255 : 0;
+    }
+    lctx.putImageData(pixels, 0, 0);
+    return layer;
+  }
+
+  async function show(result, newImage) {
+    if (newImage) {
+      state.image = await loadImage(`data:image/jpeg;base64,${result.image_jpeg}`);
+      canvas.width = result.width;
+      canvas.height = result.height;
+      for (const p of result.params) {
+        const row = document.querySelector(`#classes tr[data-class="${p.class_id}"]`);
+        for (const [cls, key] of [["prob-threshold", "prob_threshold"], ["pixel-threshold", "pixel_threshold"]]) {
+          const input = row.querySelector(`.${cls}`);
+          input.value = String(p[key]);
+          input.nextElementSibling.textContent = Number(p[key]).toFixed(2);
+        }
+      }
+    }
+    const layers = {};
+    for (const cls of state.config.classes) {
+      layers[cls.class_id] = await maskLayer(result.mask_png[String(cls.class_id)], cls.colour, result.width, result.height);
+    }
+    state.layers = layers;
+    state.result = result;
+    for (const c of result.classes) {
+      const row = document.querySelector(`#classes tr[data-class="${c.class_id}"]`);
+      row.querySelector(".prob").textContent = c.probability.toFixed(3);
+      row.querySelector(".present").textContent = c.present ? "yes" : "no";
+      row.querySelector(".area").textContent = String(c.area);
+      row.querySelector(".copy-rle").disabled = !c.rle;
+      row.classList.toggle("no-map", !result.segmented.includes(c.class_id));
+    }
+    $("#image-id").textContent = `${result.image_id} (${result.width}×${result.height})`;
+    $("#download-csv").disabled = false;
+    render();
+    const found = result.classes.filter((c) => c.present).map((c) => c.name);
+    setStatus(found.length ? `Defects: ${found.join(", ")}.` : "No defect found.");
+    state.renders += 1;
+    document.body.dataset.renders = String(state.renders);
+    setPageState("ready");
+  }
+
+  function render() {
+    if (!state.image) return;
+    const opacity = Number($("#opacity").value) / 100;
+    ctx.globalAlpha = 1;
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(state.image, 0, 0);
+    ctx.globalAlpha = opacity;
+    for (const cls of state.config.classes) {
+      const layer = state.layers[cls.class_id];
+      if (layer && state.visible[cls.class_id]) ctx.drawImage(layer, 0, 0);
+    }
+    ctx.globalAlpha = 1;
+  }
+
+  // ------------------------------------------------------------------ copy and download
+  async function copyRle(classId, button) {
+    const entry = state.result && state.result.classes.find((c) => c.class_id === classId);
+    if (!entry || !entry.rle) return;
+    try {
+      await navigator.clipboard.writeText(entry.rle);
+    } catch (_) {
+      const area = document.createElement("textarea");
+      area.value = entry.rle;
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
+    button.textContent = "Copied";
+    setTimeout(() => (button.textContent = "Copy RLE"), 1200);
+  }
+
+  function csvField(value) {
+    return /[",\n\r]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+  }
+
+  function downloadCsv() {
+    const result = state.result;
+    if (!result) return;
+    const lines = ["ImageId_ClassId,EncodedPixels"];
+    for (const c of result.classes) lines.push(`${csvField(`${result.image_id}_${c.class_id}`)},${c.rle}`);
+    const blob = new Blob([`${lines.join("\n")}\n`], { type: "text/csv" });
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = "submission.csv";
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  }
+
+  // ------------------------------------------------------------------ wiring
+  $("#file-input").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    const form = new FormData();
+    form.append("file", file, file.name);
+    analyze(form);
+    event.target.value = "";
+  });
+  $("#opacity").addEventListener("input", () => {
+    $("#opacity-value").textContent = `${$("#opacity").value}%`;
+    render();
+  });
+  $("#download-csv").addEventListener("click", downloadCsv);
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    localStorage.setItem(KEY_STORAGE, $("#api-key").value);
+    $("#key-form").hidden = true;
+    loadConfig();
+  });
+
+  loadConfig();
+})();

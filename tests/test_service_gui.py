@@ -1,0 +1,213 @@
+"""The web GUI: its API (analyse, re-post-process with the gate) and the page itself in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from cascade.imageio import decode_image
+from service import create_app
+from tests.fixtures.service import encode_image, loader_for, make_settings, running_client, uvicorn_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def gui_client(tmp_path: Path, service_predictor) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path, num_samples=2, gui_cache_size=2)
+    with running_client(settings, loader_for(service_predictor)) as client:
+        yield client
+
+
+def _strip(body: dict) -> dict:
+    return {k: body[k] for k in ("image_id", "height", "width", "classes")}
+
+
+def test_config_and_samples(gui_client: TestClient) -> None:
+    config = gui_client.get("/gui/config").json()
+    assert [c["class_id"] for c in config["classes"]] == [1, 2, 3, 4]
+    assert config["classes"][0]["colour"] == [230, 25, 75]
+    assert config["runtime"] == "torch"
+    assert len(config["samples"]) == 2
+    sample = gui_client.get(config["samples"][0]["url"])
+    assert sample.status_code == 200 and sample.headers["content-type"] == "image/jpeg"
+    assert decode_image(sample.content).shape == (256, 1600, 3)
+    assert gui_client.get("/gui/samples/nope.jpg").status_code == 404
+    assert gui_client.get("/").headers["content-type"].startswith("text/html")
+
+
+def test_analyze_then_postprocess_equals_predict_with_those_params(
+    gui_client: TestClient, service_predictor, service_images: list[np.ndarray]
+) -> None:
+    image = service_images[2]
+    analysed = gui_client.post("/gui/analyze", files={"file": ("g.png", encode_image(image, "PNG"), "image/png")})
+    assert analysed.status_code == 200, analysed.text
+    body = analysed.json()
+    assert _strip(body) == service_predictor.predict([image], ["g.png"])[0].to_dict(include_timings=False)
+    assert body["segmented"] == [1, 2, 3, 4]  # segment_all: every map is there for the sliders
+    assert decode_image(base64.b64decode(body["image_jpeg"])).shape == image.shape
+
+    manifest = service_predictor.manifest
+    probabilities = [c["probability"] for c in body["classes"]]
+    # class 1: gate forced open, every pixel on; class 2: gate shut above its probability; class 3: other pixels
+    updates = [
+        {"class_id": 1, "prob_threshold": 0.0, "pixel_threshold": 0.0},
+        {"class_id": 2, "prob_threshold": min(1.0, probabilities[1] + 0.01)},
+        {"class_id": 3, "prob_threshold": 0.0, "pixel_threshold": 0.45},
+    ]
+    response = gui_client.post(f"/postprocess/{body['session_id']}", json={"classes": updates})
+    assert response.status_code == 200, response.text
+    params = list(manifest.classes)
+    for update in updates:
+        k = update["class_id"] - 1
+        params[k] = dataclasses.replace(params[k], **{key: v for key, v in update.items() if key != "class_id"})
+    want = service_predictor.predict([image], ["g.png"], params=params)[0]
+    got = response.json()
+    assert _strip(got) == want.to_dict(include_timings=False)
+    assert got["classes"][0]["area"] == image.shape[0] * image.shape[1]
+    assert got["classes"][1]["present"] is False
+    assert got["params"][0]["prob_threshold"] == 0.0 and "image_jpeg" not in got
+
+
+def test_postprocess_errors_and_lru_eviction(gui_client: TestClient, service_images: list[np.ndarray]) -> None:
+    def analyse(name: str) -> str:
+        files = {"file": (name, encode_image(service_images[0], "PNG"), "image/png")}
+        return gui_client.post("/gui/analyze", files=files).json()["session_id"]
+
+    first = analyse("1.png")
+    bad_class = gui_client.post(f"/postprocess/{first}", json={"classes": [{"class_id": 9, "prob_threshold": 0.1}]})
+    assert bad_class.status_code == 422 and "unknown class id 9" in bad_class.json()["detail"]
+    bad_value = gui_client.post(f"/postprocess/{first}", json={"classes": [{"class_id": 1, "prob_threshold": 2}]})
+    assert bad_value.status_code == 422 and "prob_threshold" in bad_value.json()["detail"]
+    analyse("2.png")
+    analyse("3.png")  # cache size 2: the first analysis is evicted
+    gone = gui_client.post(f"/postprocess/{first}", json={"classes": []})
+    assert gone.status_code == 404 and "analyse the image again" in gone.json()["detail"]
+    missing = gui_client.post("/gui/analyze", data={"other": "x"})
+    assert missing.status_code == 422 and "'sample'" in missing.json()["detail"]
+
+
+# ---------------------------------------------------------------------------------------------- browser
+browser = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"headless Chromium not installed at {CHROMIUM}")
+
+
+@pytest.fixture(scope="module")
+def gui_url(tmp_path_factory: pytest.TempPathFactory, service_predictor) -> Iterator[str]:
+    settings = make_settings(tmp_path_factory.mktemp("gui"), num_samples=2)
+    with uvicorn_server(create_app(settings, loader=loader_for(service_predictor))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(gui_url: str):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = chromium.new_context(accept_downloads=True)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gui_url)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(gui_url)
+        page.wait_for_selector("body[data-state=idle]")
+        yield page
+        chromium.close()
+
+
+def _pixel(page, x: int, y: int) -> list[int]:
+    return page.evaluate(
+        "([x, y]) => Array.from(document.querySelector('#view').getContext('2d').getImageData(x, y, 1, 1).data)",
+        [x, y],
+    )
+
+
+def _renders(page) -> int:
+    return int(page.get_attribute("body", "data-renders") or 0)
+
+
+def _wait_render(page, after: int) -> None:
+    """Wait until the page drew a new result (more than ``after`` renders) and is idle."""
+    page.wait_for_function(
+        f"Number(document.body.dataset.renders) > {after} && document.body.dataset.state === 'ready'"
+    )
+
+
+def _set_slider(page, class_id: int, cls: str, value: float) -> None:
+    renders = _renders(page)
+    page.locator(f'#classes tr[data-class="{class_id}"] .{cls}').fill(str(value))
+    _wait_render(page, renders)
+
+
+@browser
+@pytest.mark.browser
+def test_gui_upload_overlay_toggle_copy_and_download(page, tmp_path: Path, service_images: list[np.ndarray]) -> None:
+    image = service_images[3]
+    height, width = image.shape[:2]
+    upload = tmp_path / "steel.png"
+    upload.write_bytes(encode_image(image, "PNG"))
+    renders = _renders(page)
+    page.set_input_files("#file-input", str(upload))
+    _wait_render(page, renders)
+    assert page.evaluate("[document.querySelector('#view').width, document.querySelector('#view').height]") == [
+        width,
+        height,
+    ]
+    assert page.inner_text("#image-id").startswith("steel.png")
+
+    # open class 1's gate and every pixel: its overlay covers the image
+    _set_slider(page, 1, "prob-threshold", 0)
+    _set_slider(page, 1, "pixel-threshold", 0)
+    assert page.inner_text('#classes tr[data-class="1"] .area') == str(height * width)
+    for other in (2, 3, 4):  # only class 1 drawn from here on
+        page.uncheck(f'#classes tr[data-class="{other}"] .toggle')
+    covered = _pixel(page, width // 2, height // 2)
+    page.uncheck('#classes tr[data-class="1"] .toggle')
+    bare = _pixel(page, width // 2, height // 2)
+    page.check('#classes tr[data-class="1"] .toggle')
+    assert _pixel(page, width // 2, height // 2) == covered
+    colour, opacity = (230, 25, 75), 0.5
+    for channel in range(3):  # canvas = image blended with the class colour at the opacity slider's value
+        assert abs(covered[channel] - (bare[channel] * (1 - opacity) + colour[channel] * opacity)) <= 2
+    page.locator("#opacity").fill("0")
+    assert _pixel(page, width // 2, height // 2) == bare
+    page.locator("#opacity").fill("50")
+
+    page.click('#classes tr[data-class="1"] .copy-rle')
+    assert page.evaluate("navigator.clipboard.readText()") == f"1 {height * width}"
+
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    csv = Path(info.value.path()).read_text().splitlines()
+    assert csv[0] == "ImageId_ClassId,EncodedPixels"
+    assert csv[1] == f"steel.png_1,1 {height * width}"
+    assert [line.split(",")[0] for line in csv[1:]] == [f"steel.png_{c}" for c in (1, 2, 3, 4)]
+
+
+@browser
+@pytest.mark.browser
+def test_gui_sample_button_analyses_a_sample(page) -> None:
+    renders = int(page.get_attribute("body", "data-renders") or 0)
+    page.locator("#samples button").first.click()
+    page.wait_for_function(
+        f"Number(document.body.dataset.renders) > {renders} && document.body.dataset.state === 'ready'"
+    )
+    assert page.evaluate("document.querySelector('#view').width") == 1600
+    assert page.inner_text("#image-id").endswith("(1600×256)")
+    probabilities = page.locator("#classes td.prob").all_inner_texts()
+    assert len(probabilities) == 4 and all(0 <= float(p) <= 1 for p in probabilities)
