@@ -1,0 +1,304 @@
+"""Training configuration: the frozen dataclasses of a recipe. Every section of a recipe YAML file maps to
+one dataclass below; :mod:`training.recipe` parses the YAML into them (at the edge, strictly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "STAGES",
+    "AugmentSpec",
+    "ClassifierConfig",
+    "CropConfig",
+    "DataConfig",
+    "EvaluateConfig",
+    "HardNegativeConfig",
+    "InputConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "PackageConfig",
+    "PipelineConfig",
+    "SchedulerConfig",
+    "SegmenterConfig",
+    "TrainConfig",
+    "TuneConfig",
+]
+
+STAGES: tuple[str, ...] = ("classifier", "hard_negatives", "segmenter", "tune", "package", "evaluate")
+"""Pipeline stages in the order :mod:`training.pipeline` runs them."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training data lives and how it is split.
+
+    Attributes:
+        dir: data folder holding ``annotations`` and ``images`` (``--data`` overrides it).
+        annotations: annotation CSV inside ``dir`` (either Kaggle layout).
+        images: image folder inside ``dir``.
+        n_folds: number of stratified folds for the classifier's out-of-fold probabilities.
+        tune_fold: the fold whose validation part early-stops the segmenters and tunes the thresholds.
+        num_workers: DataLoader worker processes.
+        cache_images: keep decoded (scaled) images in memory after the first read.
+        limit: use only the first ``limit`` images (quick experiments); ``None`` uses all.
+    """
+
+    dir: str = "data/demo"
+    annotations: str = "train.csv"
+    images: str = "train_images"
+    n_folds: int = 5
+    tune_fold: int = 0
+    num_workers: int = 0
+    cache_images: bool = True
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How images enter the networks; mirrors the bundle's ``InputPolicy`` and ``Normalization``.
+
+    Attributes:
+        scale: networks run on images resized by this factor (probabilities are resized back).
+        mode: ``pad`` or ``tile`` (see ``cascade.manifest.InputPolicy``).
+        stride: network input sides are padded to a multiple of this.
+        mean: RGB mean applied to RGB/255.
+        std: RGB std applied to RGB/255.
+    """
+
+    scale: float = 1.0
+    mode: str = "pad"
+    stride: int = 32
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """One augmentation: a name from ``training.data.AUGMENTATIONS``, its probability and parameters."""
+
+    name: str
+    p: float = 0.5
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer: ``adamw`` or ``radam``."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Learning-rate schedule, stepped every batch: ``cosine`` (with linear warm-up), ``onecycle`` or ``constant``."""
+
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.01
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of one model (shared by the classifier and the segmenters).
+
+    Attributes:
+        epochs: maximum number of epochs.
+        batch_size: batch size per process (per GPU under DDP).
+        optimizer: optimizer settings.
+        scheduler: learning-rate schedule.
+        amp: mixed precision on CUDA (``torch.autocast`` float16 + ``GradScaler``); ignored on CPU.
+        cpu_bf16: bfloat16 autocast on CPU (fast on AMX / AVX512-BF16 machines; no gradient scaling needed).
+        channels_last: train in channels-last memory format (faster convolutions with AMP/bf16).
+        grad_clip: clip the gradient norm to this value (0 disables).
+        patience: early stopping after this many validations without a better score (0 disables).
+        keep: ``best`` keeps the weights of the best validated epoch, ``last`` those of the last epoch (better
+            when the validation set is small and noisy and the schedule anneals to a low learning rate).
+        val_every: validate every this many epochs (the last epoch is always validated).
+        min_samples: repeat the training list so an epoch has at least this many samples (rare classes).
+    """
+
+    epochs: int = 10
+    batch_size: int = 8
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    amp: bool = True
+    cpu_bf16: bool = False
+    channels_last: bool = False
+    grad_clip: float = 0.0
+    patience: int = 0
+    keep: str = "best"
+    val_every: int = 1
+    min_samples: int = 0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Segmentation loss: a ``models.create_loss`` name and its keyword arguments."""
+
+    name: str = "bce_dice"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The multi-label gate.
+
+    Attributes:
+        backbone: timm model name (``models.create_classifier``).
+        pretrained: ``True`` for hub weights, a path for a local weights file, ``False`` for random init.
+        kwargs: extra timm keyword arguments (e.g. ``drop_rate``).
+        loss: multi-label loss (``models.create_loss``, normally ``bce``).
+        aux_mask_weight: weight of the deep-supervision loss from the masks on the backbone's last feature
+            map (``training.deep_supervision``; 0 disables). Helps classifiers trained from scratch.
+        final: ``refit`` trains one more model on all images for the folds' median best epoch count;
+            ``fold`` ships the model of ``data.tune_fold``.
+        train: training settings.
+    """
+
+    backbone: str = "resnet34"
+    pretrained: bool | str = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: LossConfig = LossConfig(name="bce")
+    aux_mask_weight: float = 0.0
+    final: str = "refit"
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class HardNegativeConfig:
+    """Hard-negative mining from the classifier's out-of-fold probabilities.
+
+    Attributes:
+        threshold: an image without class ``c`` is a hard negative for ``c`` when its OOF probability is at least this.
+        max_share: at most this many hard negatives per class, as a share of the class's positive images.
+        random_share: additionally, this share (of the class's positives) of random images without the class.
+    """
+
+    threshold: float = 0.3
+    max_share: float = 0.5
+    random_share: float = 0.1
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Random training crops, in network-input pixels (after ``input.scale``).
+
+    Attributes:
+        height: crop height (0 keeps the full height).
+        width: crop width (0 keeps the full width).
+        non_empty_p: probability that a crop is chosen to contain mask pixels when the image has any.
+    """
+
+    height: int = 256
+    width: int = 400
+    non_empty_p: float = 0.5
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """The per-class binary segmenters (one per class id, same architecture).
+
+    Attributes:
+        arch: smp architecture (``models.create_segmenter``), e.g. ``Unet``, ``FPN``.
+        encoder: smp encoder name.
+        pretrained: as for the classifier.
+        init_from_classifier: initialise the encoder from the trained classifier's weights (needs the same
+            timm architecture, e.g. classifier ``resnet10t`` and encoder ``tu-resnet10t`` with equal kwargs);
+            overrides ``pretrained``. A classifier deep-supervised by the masks is a good start for segmenting.
+        kwargs: extra smp keyword arguments (e.g. ``decoder_channels``).
+        loss: the loss.
+        crop: random crops for training (validation runs on full images).
+        class_ids: classes to train (normally all four).
+        class_epochs: epochs for particular classes (class id -> epochs); the others use ``train.epochs``.
+        train: training settings.
+    """
+
+    arch: str = "Unet"
+    encoder: str = "resnet34"
+    pretrained: bool | str = False
+    init_from_classifier: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: LossConfig = LossConfig()
+    crop: CropConfig = CropConfig()
+    class_ids: tuple[int, ...] = (1, 2, 3, 4)
+    class_epochs: dict[int, int] = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Grids searched per class to maximise Kaggle Dice on the tuning fold.
+
+    ``prob_thresholds`` always gets 0.0 added (the gate open for every image, i.e. segment-all), so the
+    tuned cascade is never worse than segment-all on the tuning images.
+    """
+
+    prob_thresholds: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    pixel_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    min_areas: tuple[int, ...] = (0, 200, 400, 800, 1200, 1600, 2400, 3200)
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Held-out evaluation.
+
+    Attributes:
+        data: held-out data folder (same layout as the training data); ``None`` uses ``synth_n``/``synth_seed``
+            when ``synth_n`` > 0, else the tuning fold's validation images.
+        synth_n: generate a synthetic held-out set of this many images (``cascade.synth``) when ``data`` is unset.
+        synth_seed: seed of the synthetic held-out set (must differ from the training set's).
+        batch_size: images per predictor call.
+    """
+
+    data: str | None = None
+    synth_n: int = 0
+    synth_seed: int = 1
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class PackageConfig:
+    """The bundle written at the end.
+
+    Attributes:
+        file_name: bundle file name inside the run folder.
+        half: store weights as float16.
+        tta: test-time augmentations recorded in the manifest (subset of ``hflip``, ``vflip``).
+    """
+
+    file_name: str = "model.cascade.safetensors"
+    half: bool = True
+    tta: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole recipe: one YAML file.
+
+    Attributes:
+        name: recipe name (recorded in the bundle's provenance).
+        seed: global seed (folds, sampling, augmentation, initialisation).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        threads: torch intra-op threads on CPU (``None`` keeps torch's default).
+        out: default run folder (``--out`` overrides it).
+    """
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    out: str = "runs/run"
+    data: DataConfig = DataConfig()
+    input: InputConfig = InputConfig()
+    augment: tuple[AugmentSpec, ...] = ()
+    classifier: ClassifierConfig = ClassifierConfig()
+    hard_negatives: HardNegativeConfig = HardNegativeConfig()
+    segmenter: SegmenterConfig = SegmenterConfig()
+    tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    package: PackageConfig = PackageConfig()

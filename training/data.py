@@ -1,0 +1,300 @@
+"""Training data: an image store (decode, resize by ``input.scale``, cache), augmentations built from the YAML
+list, and the two datasets — whole images with 4 labels for the classifier, (cropped) images with one class's
+mask for a segmenter.
+
+Augmentation is deterministic: each sample's random state is seeded from ``(seed, epoch, index)``, so a run
+resumed at epoch ``e`` sees exactly the samples a straight run would, whatever the number of workers.
+Images are normalised with ``cascade.preprocess.normalize`` and resized like ``cascade.preprocess`` does
+(``cv2.INTER_AREA``), so training sees what inference sees.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from cascade.constants import CLASS_IDS
+from cascade.imageio import read_image
+from cascade.manifest import Normalization
+from cascade.preprocess import normalize, padded_size
+from training.config import AugmentSpec, CropConfig
+from training.distributed import DistContext
+
+__all__ = [
+    "AUGMENTATIONS",
+    "ClassifierDataset",
+    "ImageStore",
+    "SegmenterDataset",
+    "build_augmentations",
+    "make_train_loader",
+    "scaled_size",
+]
+
+logger = logging.getLogger(__name__)
+
+AUGMENTATIONS: dict[str, Callable[..., A.BasicTransform]] = {
+    "hflip": A.HorizontalFlip,
+    "vflip": A.VerticalFlip,
+    "brightness_contrast": A.RandomBrightnessContrast,
+    "gamma": A.RandomGamma,
+    "gauss_noise": A.GaussNoise,
+    "blur": A.GaussianBlur,
+    "affine": A.Affine,
+}
+"""Augmentation names usable in the YAML ``augment`` list (albumentations 2.x classes)."""
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(h, w)`` the networks see for an ``(height, width)`` image at ``scale`` (as ``cascade.preprocess``)."""
+    if scale >= 1.0:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def build_augmentations(specs: Sequence[AugmentSpec], crop: CropConfig | None = None) -> A.Compose:
+    """An albumentations pipeline: an optional random crop followed by the listed augmentations.
+
+    Args:
+        specs: augmentations by name (see ``AUGMENTATIONS``), probability and parameters.
+        crop: random crop (network pixels); with probability ``non_empty_p`` the crop is placed on mask pixels.
+
+    Raises:
+        ValueError: unknown augmentation name or bad parameters.
+    """
+    transforms: list[A.BasicTransform] = []
+    if crop is not None and crop.height > 0 and crop.width > 0:
+        h, w = crop.height, crop.width
+        transforms.append(
+            A.OneOf(
+                [
+                    A.CropNonEmptyMaskIfExists(height=h, width=w, p=crop.non_empty_p),
+                    A.RandomCrop(height=h, width=w, pad_if_needed=True, p=1.0 - crop.non_empty_p),
+                ],
+                p=1.0,
+            )
+        )
+    for spec in specs:
+        if spec.name not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {spec.name!r}; allowed: {sorted(AUGMENTATIONS)}")
+        accepted = [n for n in inspect.signature(AUGMENTATIONS[spec.name]).parameters if n not in ("self", "p")]
+        unknown = sorted(set(spec.params) - set(accepted))
+        if unknown:
+            raise ValueError(f"bad parameters {unknown} for augmentation {spec.name!r}; allowed: {accepted}")
+        try:
+            transforms.append(AUGMENTATIONS[spec.name](p=spec.p, **spec.params))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad parameters {spec.params} for augmentation {spec.name!r}: {exc}") from exc
+    return A.Compose(transforms)
+
+
+class ImageStore:
+    """Reads training images as ``(h, w, 3)`` uint8 RGB at the network scale, optionally caching them.
+
+    Args:
+        images_dir: folder of the images.
+        scale: resize factor (``cv2.INTER_AREA``, as at inference).
+        cache: keep every image after its first read.
+    """
+
+    def __init__(self, images_dir: str | Path, scale: float = 1.0, cache: bool = True) -> None:
+        self.images_dir = Path(images_dir)
+        self.scale = scale
+        self.cache = cache
+        self._images: dict[str, np.ndarray] = {}
+        self._shapes: dict[str, tuple[int, int]] = {}
+
+    def full_shape(self, image_id: str) -> tuple[int, int]:
+        """``(H, W)`` of the image file (before scaling)."""
+        if image_id not in self._shapes:
+            self.image(image_id)
+        return self._shapes[image_id]
+
+    def image(self, image_id: str) -> np.ndarray:
+        """``(h, w, 3)`` uint8 RGB image at the network scale."""
+        cached = self._images.get(image_id)
+        if cached is not None:
+            return cached
+        rgb = read_image(self.images_dir / image_id)
+        self._shapes[image_id] = rgb.shape[:2]
+        h, w = scaled_size(*rgb.shape[:2], self.scale)
+        if (h, w) != rgb.shape[:2]:
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        if self.cache:
+            self._images[image_id] = rgb
+        return rgb
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """Resize a full-size ``(H, W)`` bool mask to ``(h, w)`` float32 coverage in [0, 1] at the network scale."""
+        h, w = scaled_size(*mask.shape, self.scale)
+        out = mask.astype(np.float32)
+        if (h, w) != mask.shape:
+            out = cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
+        return out
+
+    def preload(self, image_ids: Sequence[str], show_progress: bool = True) -> None:
+        """Read (and cache) all ``image_ids`` up front, e.g. before DataLoader workers fork."""
+        if not self.cache:
+            return
+        for image_id in tqdm(image_ids, desc="reading images", leave=False, disable=not show_progress):
+            self.image(image_id)
+
+
+class _AugmentedDataset(Dataset):
+    """Shared parts: per-sample seeding of the augmentation, normalisation and padding to the stride."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        image_ids: Sequence[str],
+        normalization: Normalization,
+        transform: A.Compose | None,
+        seed: int,
+        stride: int,
+    ) -> None:
+        self.store = store
+        self.image_ids = list(image_ids)
+        self.normalization = normalization
+        self.transform = transform
+        self.seed = seed
+        self.stride = stride
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (called by the training loop)."""
+        self.epoch = epoch
+
+    def _augment(self, index: int, image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.transform is None:
+            return image, mask
+        self.transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 100_003 + index) % 2**32)
+        out: dict[str, Any] = self.transform(image=image) if mask is None else self.transform(image=image, mask=mask)
+        return out["image"], out.get("mask")
+
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+        chw = normalize(np.ascontiguousarray(image), self.normalization)
+        hp, wp = padded_size(chw.shape[1], self.stride), padded_size(chw.shape[2], self.stride)
+        if (hp, wp) != chw.shape[1:]:
+            chw = np.pad(chw, ((0, 0), (0, hp - chw.shape[1]), (0, wp - chw.shape[2])))
+        return torch.from_numpy(chw)
+
+
+class ClassifierDataset(_AugmentedDataset):
+    """Whole images with their four presence labels (and, for deep supervision, their four masks).
+
+    Items are ``(image (3, h, w) float32, labels (4,) float32)``, or with ``masks``
+    ``(image, (labels, masks (4, h, w) float32 coverage))``.
+
+    Args:
+        store: image source.
+        image_ids: images of this split.
+        labels: ``(N, 4)`` bool presence labels in ``image_ids`` order.
+        normalization: input normalisation.
+        transform: augmentation (``None`` for validation).
+        seed: augmentation seed.
+        stride: pad sides to a multiple of this.
+        masks: callable giving an image's full-size ``(4, H, W)`` bool masks; enables the mask output.
+    """
+
+    def __init__(
+        self,
+        store: ImageStore,
+        image_ids: Sequence[str],
+        labels: np.ndarray,
+        normalization: Normalization,
+        transform: A.Compose | None = None,
+        seed: int = 0,
+        stride: int = 32,
+        masks: Callable[[str], np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(store, image_ids, normalization, transform, seed, stride)
+        if labels.shape != (len(self.image_ids), len(CLASS_IDS)):
+            raise ValueError(f"labels must have shape ({len(self.image_ids)}, {len(CLASS_IDS)}), got {labels.shape}")
+        self.labels = labels.astype(np.float32)
+        self.masks = masks
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        image_id = self.image_ids[index]
+        image = self.store.image(image_id)
+        labels = torch.from_numpy(self.labels[index])
+        if self.masks is None:
+            image, _ = self._augment(index, image, None)
+            return self._tensor(image), labels
+        coverage = np.stack([self.store.mask(m) for m in self.masks(image_id)], axis=-1)
+        image, coverage = self._augment(index, image, coverage)
+        tensor = self._tensor(image)
+        target = np.zeros((len(CLASS_IDS), *tensor.shape[1:]), dtype=np.float32)
+        target[:, : coverage.shape[0], : coverage.shape[1]] = coverage.transpose(2, 0, 1)
+        return tensor, (labels, torch.from_numpy(target))
+
+
+class SegmenterDataset(_AugmentedDataset):
+    """Images with one class's mask, for that class's binary segmenter.
+
+    Items are ``(image (3, h, w) float32, mask (1, h, w) float32 coverage)``; with a crop in ``transform``
+    ``(h, w)`` is the crop size.
+
+    Args:
+        store: image source.
+        image_ids: images of this split (positives and negatives of the class).
+        masks: callable giving an image's full-size ``(H, W)`` bool mask of the class.
+        normalization: input normalisation.
+        transform: augmentation with crop (``None`` for full-image validation).
+        seed: augmentation seed.
+        stride: pad sides to a multiple of this.
+    """
+
+    def __init__(
+        self,
+        store: ImageStore,
+        image_ids: Sequence[str],
+        masks: Callable[[str], np.ndarray],
+        normalization: Normalization,
+        transform: A.Compose | None = None,
+        seed: int = 0,
+        stride: int = 32,
+    ) -> None:
+        super().__init__(store, image_ids, normalization, transform, seed, stride)
+        self.masks = masks
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_id = self.image_ids[index]
+        image = self.store.image(image_id)
+        mask = self.store.mask(self.masks(image_id))
+        image, mask = self._augment(index, image, mask)
+        tensor = self._tensor(image)
+        target = np.zeros(tensor.shape[1:], dtype=np.float32)
+        target[: mask.shape[0], : mask.shape[1]] = mask
+        return tensor, torch.from_numpy(target[None])
+
+
+def make_train_loader(
+    dataset: Dataset, ctx: DistContext, batch_size: int, num_workers: int = 0, seed: int = 0
+) -> DataLoader:
+    """Shuffling loader over this rank's shard (a ``DistributedSampler`` also in single-process runs, so the
+    order is a function of ``(seed, epoch)`` and a resumed run sees the same batches as a straight one).
+
+    The last incomplete batch is dropped when the shard holds more than one batch (BatchNorm needs > 1 sample).
+    """
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=len(sampler) > batch_size,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=num_workers > 0,
+    )

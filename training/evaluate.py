@@ -1,0 +1,219 @@
+"""Stage ``evaluate``: score the written bundle on held-out images and write ``report.md`` with plots.
+
+Held-out images are, by ``evaluate``: a data folder (``data``), a synthetic set generated for the run
+(``synth_n`` images with ``synth_seed``, written to ``RUN_DIR/heldout``), or else the tuning fold's
+validation images (then the numbers are not independent of the tuning). The bundle file itself is loaded
+(fp16 storage included) and run through ``CascadePredictor`` once in ``segment_all`` mode; the cascade's
+masks are the same maps post-processed behind the gate, so both modes are scored on identical network
+outputs. Reported: Kaggle Dice overall and per class for the cascade, segment-all and the all-empty
+baseline; classifier ROC AUC and F1 per class (scikit-learn); the gate's confusion matrices; the share of
+(image, class) pairs the gate sends to a segmenter. Afterwards the held-out metrics are added to the
+bundle's provenance.
+
+Run on its own: ``python -m training.evaluate --config configs/demo-cpu.yaml [--out RUN_DIR]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cascade.constants import CLASS_IDS
+from cascade.formats import Annotations, read_annotations
+from cascade.imageio import read_image
+from cascade.metric import DiceReport, dice_pairs
+from training.package import bundle_path, read_class_params, write_bundle
+from training.report import write_report
+from training.thresholds import dice_tables, grid_scores
+from training.workspace import Workspace
+
+__all__ = ["Evaluation", "evaluate_bundle", "heldout_set", "main", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Held-out results of one bundle.
+
+    Attributes:
+        cascade: Kaggle Dice of the cascade.
+        segment_all: Kaggle Dice with every gate open.
+        empty: Kaggle Dice of predicting nothing.
+        probabilities: ``(N, 4)`` classifier probabilities.
+        labels: ``(N, 4)`` bool truth.
+        gate: ``(N, 4)`` bool gate decisions of the cascade.
+        grid_scores: class id -> ``(T, P, M)`` held-out Dice over the tuning grid.
+    """
+
+    cascade: DiceReport
+    segment_all: DiceReport
+    empty: DiceReport
+    probabilities: np.ndarray
+    labels: np.ndarray
+    gate: np.ndarray
+    grid_scores: dict[int, np.ndarray]
+
+    def classifier_metrics(self) -> dict[str, dict[str, float]]:
+        """Per class: ROC AUC (``nan`` when one label is missing) and F1 of the gate."""
+        from sklearn.metrics import f1_score, roc_auc_score
+
+        out = {}
+        for k, class_id in enumerate(CLASS_IDS):
+            y, p = self.labels[:, k], self.probabilities[:, k]
+            auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+            f1 = float(f1_score(y, self.gate[:, k], zero_division=1.0))
+            out[str(class_id)] = {"auc": auc, "f1": f1, "positives": int(y.sum())}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+
+        def report(r: DiceReport) -> dict[str, Any]:
+            return {"mean": r.mean, "per_class": dict(zip(map(str, CLASS_IDS), r.per_class, strict=True))}
+
+        return {
+            "images": self.cascade.n_images,
+            "dice_cascade": self.cascade.mean,
+            "dice_segment_all": self.segment_all.mean,
+            "dice_empty": self.empty.mean,
+            "cascade": report(self.cascade),
+            "segment_all": report(self.segment_all),
+            "empty": report(self.empty),
+            "classifier": self.classifier_metrics(),
+            "segmenter_share": float(self.gate.mean()),
+        }
+
+
+def heldout_set(ws: Workspace) -> tuple[Path, Annotations, str]:
+    """``(images_dir, annotations, description)`` of the held-out images the configuration names."""
+    cfg = ws.config.evaluate
+    if cfg.data is not None:
+        root = Path(cfg.data)
+        images = root / ws.config.data.images
+        return images, read_annotations(root / ws.config.data.annotations, images_dir=images), f"folder {root}"
+    if cfg.synth_n > 0:
+        root = ws.run_dir / "heldout"
+        if not (root / "train.csv").is_file() or len(list((root / "train_images").glob("*.jpg"))) != cfg.synth_n:
+            from cascade.synth import generate_dataset
+
+            logger.info("generating %d held-out synthetic images (seed %d) in %s", cfg.synth_n, cfg.synth_seed, root)
+            generate_dataset(root, cfg.synth_n, cfg.synth_seed, progress=ws.ctx.is_main)
+        images = root / "train_images"
+        annotations = read_annotations(root / "train.csv", images_dir=images)
+        return images, annotations, f"synthetic, {cfg.synth_n} images, seed {cfg.synth_seed}"
+    _, val_ids = ws.tune_split
+    return (
+        ws.store.images_dir,
+        ws.annotations.subset(val_ids),
+        f"validation fold {ws.config.data.tune_fold} of the training data (also used for tuning)",
+    )
+
+
+def evaluate_bundle(
+    path: str | Path,
+    images_dir: Path,
+    annotations: Annotations,
+    *,
+    grid: tuple[Sequence[float], Sequence[float], Sequence[int]],
+    batch_size: int = 8,
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> Evaluation:
+    """Score a bundle file on annotated images.
+
+    Args:
+        path: bundle file or folder.
+        images_dir: folder of the images.
+        annotations: truth of every image to score.
+        grid: ``(prob_thresholds, pixel_thresholds, min_areas)`` for the held-out sweep grids.
+        batch_size: images per predictor call.
+        device: torch device.
+        show_progress: tqdm bar.
+    """
+    from cascade.predictor import CascadePredictor
+
+    predictor = CascadePredictor.from_bundle(path, device=device, runtime="torch")
+    prob_grid, pixel_grid, area_grid = grid
+    pairs: dict[str, list[np.ndarray]] = {"cascade": [], "segment_all": [], "empty": []}
+    probs, labels, gates, tables = [], [], [], []
+    ids = annotations.image_ids
+    for start in tqdm(range(0, len(ids), batch_size), desc="evaluating", leave=False, disable=not show_progress):
+        batch_ids = list(ids[start : start + batch_size])
+        images = [read_image(images_dir / i) for i in batch_ids]
+        truth = np.stack([annotations.masks(i, im.shape[:2]) for i, im in zip(batch_ids, images, strict=True)])
+        raw = predictor.infer(images, mode="segment_all", image_ids=batch_ids)
+        for mode in ("cascade", "segment_all"):
+            masks = np.stack([r.masks for r in predictor.postprocess(raw, mode=mode)])
+            pairs[mode].append(dice_pairs(masks, truth))
+        pairs["empty"].append(dice_pairs(np.zeros_like(truth), truth))
+        gates.append(raw.probabilities >= np.array([p.prob_threshold for p in predictor.manifest.classes]))
+        probs.append(raw.probabilities)
+        labels.append(truth.reshape(len(batch_ids), len(CLASS_IDS), -1).any(axis=2))
+        tables.append(
+            np.stack(
+                [
+                    dice_tables(
+                        np.stack([raw.maps[i][c] for i in range(len(batch_ids))]), truth[:, k], pixel_grid, area_grid
+                    )
+                    for k, c in enumerate(CLASS_IDS)
+                ],
+                axis=1,
+            )
+        )
+    all_tables, all_probs, all_labels = np.concatenate(tables), np.concatenate(probs), np.concatenate(labels)
+    scores = {
+        c: grid_scores(all_probs[:, k], all_tables[:, k], ~all_labels[:, k], prob_grid) for k, c in enumerate(CLASS_IDS)
+    }
+    return Evaluation(
+        cascade=DiceReport.from_pairs(np.concatenate(pairs["cascade"])),
+        segment_all=DiceReport.from_pairs(np.concatenate(pairs["segment_all"])),
+        empty=DiceReport.from_pairs(np.concatenate(pairs["empty"])),
+        probabilities=all_probs,
+        labels=all_labels,
+        gate=np.concatenate(gates),
+        grid_scores=scores,
+    )
+
+
+def run(ws: Workspace, resume: bool = False) -> Path:
+    """Stage entry point: evaluate the bundle, write ``evaluation.json`` and ``report.md``, update provenance."""
+    del resume
+    path = bundle_path(ws.config, ws.run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found (run the 'package' stage first)")
+    thresholds = json.loads((ws.run_dir / "thresholds.json").read_text())
+    grid = thresholds["grid"]
+    images_dir, annotations, description = heldout_set(ws)
+    result = evaluate_bundle(
+        path, images_dir, annotations, grid=(grid["prob_thresholds"], grid["pixel_thresholds"], grid["min_areas"]),
+        batch_size=ws.config.evaluate.batch_size, device=str(ws.ctx.device), show_progress=ws.ctx.is_main,
+    )  # fmt: skip
+    summary = {"data": description, **result.to_dict()}
+    (ws.run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2))
+    classes, validation = read_class_params(ws.run_dir)
+    report = write_report(ws.run_dir, ws.config, summary, validation, classes, result, thresholds)
+    write_bundle(ws, {"validation": validation, "heldout": summary})
+    logger.info(
+        "held-out (%s): cascade %.4f, segment_all %.4f, all-empty %.4f",
+        description, result.cascade.mean, result.segment_all.mean, result.empty.mean,
+    )  # fmt: skip
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m training.evaluate``."""
+    from training.pipeline import run_stage_cli
+
+    run_stage_cli("evaluate", argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Stage ``package``: the trained networks, the tuned thresholds and their provenance as one bundle
+(``cascade.bundle.save_bundle``), plus installing it as the package's embedded demo bundle.
+
+Provenance records the dataset (folder, image count, class counts), the validation metrics of the tuning
+stage (``evaluate`` adds the held-out ones), the code version, the date and the whole configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cascade.bundle import LoadedBundle, save_bundle
+from cascade.constants import CLASS_IDS
+from cascade.manifest import BundleManifest, ClassParams, InputPolicy, ModelSpec, Normalization, make_provenance
+from training.config import PipelineConfig
+from training.loop import load_checkpoint
+from training.recipe import config_to_dict
+from training.workspace import Workspace, build_classifier, build_segmenter
+
+__all__ = [
+    "EMBEDDED_MAX_BYTES",
+    "build_manifest",
+    "bundle_path",
+    "in_memory_bundle",
+    "install_embedded",
+    "load_trained",
+    "main",
+    "read_class_params",
+    "run",
+    "write_bundle",
+]
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MAX_BYTES: int = 20 * 1024 * 1024
+"""Largest embedded demo bundle accepted (the package ships it)."""
+
+
+def bundle_path(config: PipelineConfig, run_dir: str | Path) -> Path:
+    """Where the run's bundle is written."""
+    return Path(run_dir) / config.package.file_name
+
+
+def build_manifest(
+    config: PipelineConfig, classes: Sequence[ClassParams] | None = None, provenance: Mapping[str, Any] | None = None
+) -> BundleManifest:
+    """The bundle manifest of a configuration (default ``ClassParams`` when ``classes`` is None)."""
+    inp = config.input
+    segmenter = ModelSpec(arch=config.segmenter.arch, name=config.segmenter.encoder, kwargs=config.segmenter.kwargs)
+    return BundleManifest(
+        classifier=ModelSpec(arch="timm", name=config.classifier.backbone, kwargs=config.classifier.kwargs),
+        segmenters=dict.fromkeys(CLASS_IDS, segmenter),
+        normalization=Normalization(mean=inp.mean, std=inp.std),
+        input_policy=InputPolicy(mode=inp.mode, stride=inp.stride, scale=inp.scale),
+        classes=tuple(classes) if classes is not None else tuple(ClassParams() for _ in CLASS_IDS),
+        tta=config.package.tta,
+        provenance=dict(provenance or {}),
+    )
+
+
+def load_trained(ws: Workspace) -> tuple[nn.Module, dict[int, nn.Module]]:
+    """The final classifier and the four segmenters from the run folder (eval mode, CPU).
+
+    Raises:
+        FileNotFoundError: a stage's weights are missing (the message names the stage to run).
+    """
+    run_dir = ws.run_dir
+    classifier = build_classifier(ws.config)
+    path = run_dir / "classifier" / "final" / "classifier.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (run the 'classifier' stage first)")
+    classifier.load_state_dict(load_checkpoint(path)["model"])
+    segmenters: dict[int, nn.Module] = {}
+    for class_id in CLASS_IDS:
+        path = run_dir / "segmenter" / f"class{class_id}" / "best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found (run the 'segmenter' stage with class {class_id} in segmenter.class_ids)"
+            )
+        segmenters[class_id] = build_segmenter(ws.config)
+        segmenters[class_id].load_state_dict(load_checkpoint(path)["model"])
+    return classifier.eval(), {cid: m.eval() for cid, m in segmenters.items()}
+
+
+def read_class_params(run_dir: str | Path) -> tuple[tuple[ClassParams, ...], dict[str, Any]]:
+    """Tuned ``ClassParams`` and validation metrics from ``thresholds.json``.
+
+    Raises:
+        FileNotFoundError: the tuning stage has not run.
+    """
+    path = Path(run_dir) / "thresholds.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (run the 'tune' stage first)")
+    record = json.loads(path.read_text())
+    classes = tuple(ClassParams(**record["classes"][str(c)]["params"]) for c in CLASS_IDS)
+    return classes, record["validation"]
+
+
+def in_memory_bundle(ws: Workspace, classes: Sequence[ClassParams] | None = None) -> LoadedBundle:
+    """A ``LoadedBundle`` of the run's networks without writing a file (for tuning)."""
+    classifier, segmenters = load_trained(ws)
+    return LoadedBundle(build_manifest(ws.config, classes), classifier, segmenters, ws.run_dir)
+
+
+def _dataset_record(ws: Workspace) -> dict[str, Any]:
+    return {
+        "dir": str(ws.data_dir),
+        "annotations": ws.config.data.annotations,
+        "images": len(ws.image_ids),
+        "class_counts": list(ws.annotations.class_counts()),
+        "n_folds": ws.config.data.n_folds,
+        "tune_fold": ws.config.data.tune_fold,
+    }
+
+
+def write_bundle(ws: Workspace, metrics: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Save the run's bundle with the tuned thresholds and ``metrics`` in its provenance."""
+    classes, _ = read_class_params(ws.run_dir)
+    classifier, segmenters = load_trained(ws)
+    provenance = make_provenance(
+        dataset=_dataset_record(ws), metrics=metrics, config=config_to_dict(ws.config), recipe=ws.config.name
+    )
+    manifest = build_manifest(ws.config, classes, provenance)
+    path = path or bundle_path(ws.config, ws.run_dir)
+    save_bundle(path, manifest, classifier, segmenters, dtype=torch.float16 if ws.config.package.half else None)
+    logger.info("bundle written to %s (%.1f MB)", path, path.stat().st_size / 2**20)
+    return path
+
+
+def run(ws: Workspace, resume: bool = False) -> Path:
+    """Stage entry point: write the bundle with the validation metrics of the tuning stage."""
+    del resume
+    _, validation = read_class_params(ws.run_dir)
+    return write_bundle(ws, {"validation": validation})
+
+
+def install_embedded(path: str | Path) -> Path:
+    """Copy a bundle file to ``cascade/data/demo.cascade.safetensors`` (the package's embedded demo bundle).
+
+    Raises:
+        ValueError: the bundle is not a single ``*.safetensors`` file, or is larger than ``EMBEDDED_MAX_BYTES``.
+    """
+    import cascade
+    from cascade.bundle import read_manifest
+    from cascade.embedded import EMBEDDED_BUNDLE_FILE
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise ValueError(f"only a single-file bundle (*.safetensors) can be embedded, got {path}")
+    size = path.stat().st_size
+    if size > EMBEDDED_MAX_BYTES:
+        raise ValueError(f"bundle {path} is {size / 2**20:.1f} MB; the embedded bundle must be <= 20 MB")
+    read_manifest(path)
+    target = Path(cascade.__file__).resolve().parent / "data" / EMBEDDED_BUNDLE_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(path, tmp)
+    tmp.replace(target)
+    logger.info("installed %s as the embedded demo bundle %s", path, target)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m training.package``."""
+    from training.pipeline import run_stage_cli
+
+    run_stage_cli("package", argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Stage ``segmenter``: one binary segmenter per class.
+
+Class ``c``'s segmenter trains on the training part of fold ``data.tune_fold``: the images that have
+``c`` plus that class's mined negatives (``hard_negatives.csv``: hard ones and the random share), on random
+crops (``segmenter.crop``) with the configured loss (``models.create_loss``), its encoder optionally
+started from the trained classifier (``segmenter.init_from_classifier``). It is early-stopped on the
+mean per-image Dice over the same kinds of images of the fold's validation part, at full size. An epoch is
+the training list repeated up to ``train.min_samples`` samples, so rare classes get enough steps.
+
+Run on its own: ``python -m training.train_segmenter --config configs/demo-cpu.yaml [--out RUN_DIR]``
+(needs ``hard_negatives.csv``); under ``torchrun`` each class trains with DDP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from cascade.constants import CLASS_IDS
+from training.data import SegmenterDataset, build_augmentations, make_train_loader
+from training.inference import segmenter_dice
+from training.loop import fit
+from training.mine_hard_negatives import read_hard_negatives
+from training.train_classifier import CLASSIFIER_FILE
+from training.workspace import Workspace, build_segmenter, seed_everything
+
+__all__ = ["main", "run", "segmenter_image_ids", "train_class"]
+
+logger = logging.getLogger(__name__)
+
+
+def segmenter_image_ids(ws: Workspace, class_id: int, split_ids: Sequence[str]) -> list[str]:
+    """The images of ``split_ids`` a class's segmenter uses: its positives, then its mined negatives."""
+    path = ws.run_dir / "hard_negatives.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (run the 'hard_negatives' stage first)")
+    negatives = {n.image_id for n in read_hard_negatives(path) if n.class_id == class_id}
+    k = CLASS_IDS.index(class_id)
+    labels = ws.labels_of(list(split_ids))
+    positives = [i for i, has in zip(split_ids, labels[:, k], strict=True) if has]
+    return positives + [i for i in split_ids if i in negatives]
+
+
+def train_class(ws: Workspace, class_id: int, resume: bool = False) -> dict[str, float]:
+    """Train the segmenter of ``class_id``; weights go to ``segmenter/class<id>/best.pt``.
+
+    Returns:
+        ``best_epoch``, ``best_dice``, ``train_images``, ``val_images``.
+    """
+    from models import create_loss
+
+    config = ws.config
+    spec = config.segmenter
+    train_split, val_split = ws.tune_split
+    train_ids = segmenter_image_ids(ws, class_id, train_split)
+    val_ids = segmenter_image_ids(ws, class_id, val_split)
+    out = ws.run_dir / "segmenter" / f"class{class_id}"
+    seed = config.seed + 100 * class_id
+    seed_everything(seed)
+    start = None
+    if spec.init_from_classifier:
+        start = ws.run_dir / "classifier" / "final" / CLASSIFIER_FILE
+        if not start.is_file():
+            raise FileNotFoundError(f"{start} not found (run the 'classifier' stage first)")
+    model = build_segmenter(config, pretrained=start)
+    if not train_ids:
+        logger.warning("class %d has no training images in fold %d; its segmenter stays untrained", class_id,
+                       config.data.tune_fold)  # fmt: skip
+        if ws.ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "epoch": 0, "score": float("nan")}, out / "best.pt")
+        return {"best_epoch": 0, "best_dice": float("nan"), "train_images": 0, "val_images": len(val_ids)}
+    repeats = max(1, math.ceil(spec.train.min_samples / len(train_ids)))
+    masks = ws.mask_reader(class_id)
+    stride = config.input.stride
+    train_ds = SegmenterDataset(
+        ws.store, train_ids * repeats, masks, ws.normalization, build_augmentations(config.augment, spec.crop),
+        seed=seed, stride=stride,
+    )  # fmt: skip
+    val_ds = SegmenterDataset(ws.store, val_ids, masks, ws.normalization, None, stride=stride)
+    loader = make_train_loader(train_ds, ws.ctx, spec.train.batch_size, config.data.num_workers, seed)
+
+    def validate(net: torch.nn.Module) -> dict[str, float]:
+        return segmenter_dice(net, val_ds, ws.ctx, spec.train.batch_size)
+
+    train = dataclasses.replace(spec.train, epochs=spec.class_epochs.get(class_id, spec.train.epochs))
+    result = fit(
+        model, loader, create_loss(spec.loss.name, **spec.loss.kwargs), train, out, ws.ctx,
+        validate=validate if val_ids else None, monitor="dice", resume=resume, desc=f"segmenter {class_id}",
+    )  # fmt: skip
+    summary = {
+        "best_epoch": result.best_epoch,
+        "best_dice": result.best_score,
+        "train_images": len(train_ids),
+        "val_images": len(val_ids),
+    }
+    logger.info("segmenter %d: %s", class_id, summary)
+    return summary
+
+
+def run(ws: Workspace, resume: bool = False) -> Path:
+    """Stage entry point: train every class of ``segmenter.class_ids``; with ``resume`` finished classes
+    (``class<id>/done.json``) are skipped and an interrupted one continues from its ``last.pt``.
+
+    Returns:
+        The ``segmenter`` folder.
+    """
+    out = ws.run_dir / "segmenter"
+    ws.store.preload(ws.image_ids, show_progress=ws.ctx.is_main)
+    for class_id in ws.config.segmenter.class_ids:
+        done = out / f"class{class_id}" / "done.json"
+        if resume and done.is_file():
+            logger.info("segmenter %d already trained; skipping", class_id)
+            continue
+        summary = train_class(ws, class_id, resume=resume)
+        if ws.ctx.is_main:
+            done.write_text(json.dumps(summary))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m training.train_segmenter``."""
+    from training.pipeline import run_stage_cli
+
+    run_stage_cli("segmenter", argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()
