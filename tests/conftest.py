@@ -7,6 +7,13 @@ import os
 # Must be set before timm / smp / huggingface_hub are imported: pretrained loads fail at once offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: more threads only add overhead
+if "CASCADE_CACHE_DIR" not in os.environ:  # keep exports and runtime decisions out of the user's ~/.cache
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["CASCADE_CACHE_DIR"] = tempfile.mkdtemp(prefix="cascade-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CASCADE_CACHE_DIR"], ignore_errors=True)
 
 from pathlib import Path
 
