@@ -195,7 +195,8 @@ class ClassParams:
         pixel_threshold: segmenter probability in [0, 1] at or above which a pixel is on.
         min_area: masks with fewer pixels are dropped (class called absent).
         min_component_area: connected components with fewer pixels are removed first.
-        soft_gate: multiply pixel probabilities by the classifier probability instead of a hard gate.
+        soft_gate: scale the min-area floor by the classifier's confidence,
+            ``min_area * 2 * (1 - probability)`` (see ``cascade.postprocess``); the gate itself stays.
     """
 
     prob_threshold: float = 0.5
