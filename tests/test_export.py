@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -26,6 +26,9 @@ from cascade.manifest import BundleManifest
 from cascade.predictor import CascadePredictor
 from cascade.runtimes.onnx_runtime import OnnxRuntime, ort_session
 from tests.fixtures.predictor import random_images
+
+onnx = pytest.importorskip("onnx", reason="onnx not installed (extra 'export')")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed (extra 'export')")
 
 KEYS = {"classifier", "segmenter_1", "segmenter_2", "segmenter_3", "segmenter_4"}
 
@@ -69,6 +72,7 @@ def test_cli_export_missing_bundle(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not found" in result.output
 
 
+@pytest.mark.skipif(find_spec("openvino") is None, reason="openvino not installed (extra 'export')")
 def test_openvino_export_in_cache_is_complete(
     runtime_predictors: dict, confident_bundle: LoadedBundle, predictor_cache: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,12 @@ from cascade.runtimes.torch_runtime import TorchRuntime
 from tests.fixtures.predictor import SMALL_SHAPE, random_images
 
 _NEEDS_BF16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU has no native bf16 (avx512_bf16/amx_bf16)")
+_NEEDS_ORT = pytest.mark.skipif(find_spec("onnxruntime") is None, reason="onnxruntime not installed (extra 'export')")
+_NEEDS_OV = pytest.mark.skipif(find_spec("openvino") is None, reason="openvino not installed (extra 'export')")
 RUNTIMES = [
-    "onnx",
-    "openvino",
-    pytest.param("openvino-bf16", marks=_NEEDS_BF16),
+    pytest.param("onnx", marks=_NEEDS_ORT),
+    pytest.param("openvino", marks=_NEEDS_OV),
+    pytest.param("openvino-bf16", marks=[_NEEDS_BF16, _NEEDS_OV]),
     pytest.param("torch-bf16", marks=_NEEDS_BF16),
 ]
 
@@ -73,6 +76,7 @@ def test_runtime_predictions_match_torch(
         assert np.mean(a.masks == b.masks) >= MIN_MASK_AGREEMENT
 
 
+@_NEEDS_ORT
 def test_one_256x1600_image_onnx(
     runtime_predictors: dict[str, CascadePredictor], torch_predictor: CascadePredictor
 ) -> None:
@@ -134,6 +138,8 @@ def test_compare_bounds() -> None:
     assert parity.mask_agreement == 0.75 and not parity.passed
 
 
+@_NEEDS_ORT
+@_NEEDS_OV
 def test_threads_are_passed_to_every_engine(runtime_predictors: dict[str, CascadePredictor]) -> None:
     onnx = runtime_predictors["onnx"].runtime
     assert onnx._classifier.get_session_options().intra_op_num_threads == onnx.threads
