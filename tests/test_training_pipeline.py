@@ -129,3 +129,15 @@ def test_parse_overrides() -> None:
     assert parse_overrides(["a.b=2", "c=[1, 2]", "d=null"]) == {"a.b": 2, "c": [1, 2], "d": None}
     with pytest.raises(ValueError, match=r"section\.key=value"):
         parse_overrides(["novalue"])
+
+
+def test_install_embedded_refuses_folders_and_large_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import package
+
+    with pytest.raises(ValueError, match="single-file bundle"):
+        package.install_embedded(tmp_path)
+    big = tmp_path / "big.cascade.safetensors"
+    big.write_bytes(b"0" * 64)
+    monkeypatch.setattr(package, "EMBEDDED_MAX_BYTES", 32)
+    with pytest.raises(ValueError, match="must be <= 20 MB"):
+        package.install_embedded(big)

@@ -90,6 +90,12 @@ def test_pick_best_takes_the_centre_of_a_plateau(scores: np.ndarray, expected: t
     assert pick_best(scores) == expected
 
 
+def test_tolerance_takes_the_centre_of_the_near_optimal_region() -> None:
+    scores = np.array([0.9, 0.95, 0.945, 0.944, 0.90])
+    assert pick_best(scores) == (1,)
+    assert pick_best(scores, tolerance=0.01) == (2,)
+
+
 def test_tune_class_rejects_mismatched_grid() -> None:
     with pytest.raises(ValueError, match="does not match"):
         tune_class(np.zeros(2), np.zeros((2, 3, 1)), np.ones(2, bool), [0.5], [0.5, 0.6], [0])

@@ -234,13 +234,19 @@ class TuneConfig:
     """Grids searched per class to maximise Kaggle Dice on the tuning fold.
 
     ``prob_thresholds`` always gets 0.0 added (the gate open for every image, i.e. segment-all), so the
-    tuned cascade is never worse than segment-all on the tuning images.
+    tuned cascade is never worse than segment-all on the tuning images (by more than ``tolerance``).
+
+    Attributes:
+        tolerance: grid points within this of a class's best validation Dice count as equally good, and the
+            centre of that near-optimal region is chosen instead of the single best point (robust to the
+            noise of a small tuning set; 0 picks the best point).
     """
 
     prob_thresholds: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     pixel_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
     min_areas: tuple[int, ...] = (0, 200, 400, 800, 1200, 1600, 2400, 3200)
     batch_size: int = 4
+    tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -250,7 +256,8 @@ class EvaluateConfig:
     Attributes:
         data: held-out data folder (same layout as the training data); ``None`` uses ``synth_n``/``synth_seed``
             when ``synth_n`` > 0, else the tuning fold's validation images.
-        synth_n: generate a synthetic held-out set of this many images (``cascade.synth``) when ``data`` is unset.
+        synth_n: generate a synthetic held-out set of this many images (``cascade.synth``, profile ``real``)
+            when ``data`` is unset.
         synth_seed: seed of the synthetic held-out set (must differ from the training set's).
         batch_size: images per predictor call.
     """

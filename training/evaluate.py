@@ -1,7 +1,7 @@
 """Stage ``evaluate``: score the written bundle on held-out images and write ``report.md`` with plots.
 
 Held-out images are, by ``evaluate``: a data folder (``data``), a synthetic set generated for the run
-(``synth_n`` images with ``synth_seed``, written to ``RUN_DIR/heldout``), or else the tuning fold's
+(``synth_n`` images with ``synth_seed``, written to ``RUN_DIR/heldout-seed<S>-n<N>``), or else the tuning fold's
 validation images (then the numbers are not independent of the tuning). The bundle file itself is loaded
 (fp16 storage included) and run through ``CascadePredictor`` once in ``segment_all`` mode; the cascade's
 masks are the same maps post-processed behind the gate, so both modes are scored on identical network
@@ -100,7 +100,7 @@ def heldout_set(ws: Workspace) -> tuple[Path, Annotations, str]:
         images = root / ws.config.data.images
         return images, read_annotations(root / ws.config.data.annotations, images_dir=images), f"folder {root}"
     if cfg.synth_n > 0:
-        root = ws.run_dir / "heldout"
+        root = ws.run_dir / f"heldout-seed{cfg.synth_seed}-n{cfg.synth_n}"
         if not (root / "train.csv").is_file() or len(list((root / "train_images").glob("*.jpg"))) != cfg.synth_n:
             from cascade.synth import generate_dataset
 

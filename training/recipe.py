@@ -156,6 +156,8 @@ def _validate(config: PipelineConfig) -> None:
             )
     if not 0 < config.input.scale <= 1:
         raise ValueError(f"input.scale={config.input.scale} must be in (0, 1]")
+    if not 0 <= config.tune.tolerance < 1:
+        raise ValueError(f"tune.tolerance={config.tune.tolerance} must be in [0, 1)")
     if config.data.n_folds < 2:
         raise ValueError(f"data.n_folds={config.data.n_folds} must be >= 2")
     if not 0 <= config.data.tune_fold < config.data.n_folds:

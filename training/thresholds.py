@@ -135,10 +135,13 @@ def tune_class(
     prob_thresholds: Sequence[float],
     pixel_thresholds: Sequence[float],
     min_areas: Sequence[int],
+    tolerance: float = 0.0,
 ) -> ClassTuning:
-    """Pick the grid point of one class with the highest mean Dice.
+    """Pick the grid point of one class with the highest mean Dice (the centre of the points within
+    ``tolerance`` of it, see :func:`pick_best`).
 
-    ``0.0`` is added to ``prob_thresholds`` when missing, so the result is never below segment-all.
+    ``0.0`` is added to ``prob_thresholds`` when missing, so the result is never below segment-all by more
+    than ``tolerance``.
 
     Args:
         probabilities: ``(N,)`` classifier probabilities (out-of-fold).
@@ -147,6 +150,7 @@ def tune_class(
         prob_thresholds: gate grid.
         pixel_thresholds: pixel grid (length P).
         min_areas: min-area grid (length M).
+        tolerance: scores within this of the best count as ties.
     """
     if tables.shape[1:] != (len(pixel_thresholds), len(min_areas)):
         raise ValueError(
@@ -155,7 +159,7 @@ def tune_class(
         )
     gates = sorted({0.0, *(float(t) for t in prob_thresholds)})
     scores = grid_scores(probabilities, tables, truth_empty, gates)
-    t, p, m = pick_best(scores)
+    t, p, m = pick_best(scores, max(tolerance, 1e-9))
     return ClassTuning(
         prob_threshold=gates[t],
         pixel_threshold=float(pixel_thresholds[p]),

@@ -99,7 +99,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     for k, class_id in enumerate(CLASS_IDS):
         results[class_id] = tune_class(
             oof.probabilities[:, k], tables[:, k], empty[:, k], grid.prob_thresholds, grid.pixel_thresholds,
-            grid.min_areas,
+            grid.min_areas, grid.tolerance,
         )  # fmt: skip
         r = results[class_id]
         logger.info(

@@ -19,6 +19,7 @@ from cascade.constants import CLASS_IDS
 from cascade.dataset import stratified_kfold
 from cascade.formats import Annotations, read_annotations
 from cascade.manifest import Normalization
+from cascade.rle import decode
 from training.config import PipelineConfig
 from training.data import ImageStore
 from training.distributed import DistContext
@@ -98,8 +99,9 @@ class Workspace:
         k = CLASS_IDS.index(class_id)
 
         def read(image_id: str) -> np.ndarray:
-            shape = self.store.full_shape(image_id)
-            return self.annotations.masks(image_id, shape)[k]
+            if image_id not in self.annotations.rles:
+                raise KeyError(f"unknown image id {image_id!r} ({len(self.annotations)} images annotated)")
+            return decode(self.annotations.rles[image_id][k], self.store.full_shape(image_id))
 
         return read
 
