@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             cls_targets = (cls_targets, (torch.rand(cb, 4, hp, wp) > 0.95).float())
         c = _time_steps(classifier, cls_loss, torch.randn(cb, 3, hp, wp), cls_targets, bf16=bf16,
                         channels_last=channels_last, steps=steps)  # fmt: skip
-        segmenter = build_segmenter(config, pretrained=False)
+        segmenter = build_segmenter(config, 3, pretrained=False)  # scratches: the largest class
         seg_loss = create_loss(config.segmenter.loss.name, **config.segmenter.loss.kwargs)
         s = _time_steps(segmenter, seg_loss, torch.randn(sb, 3, ch, cw), (torch.rand(sb, 1, ch, cw) > 0.9).float(),
                         bf16=bf16, channels_last=channels_last, steps=steps)  # fmt: skip

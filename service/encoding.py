@@ -6,9 +6,9 @@ import base64
 import io
 
 import numpy as np
-from cascade.formats import Layout
 from PIL import Image
 
+from cascade.formats import Layout
 from cascade.results import ImagePrediction
 from cascade.scoring.folder import format_image_rows, submission_header
 from cascade.scoring.masks import CLASS_COLOURS, render_overlay

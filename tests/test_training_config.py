@@ -54,6 +54,7 @@ def test_unknown_key_names_it_and_lists_the_allowed(tmp_path: Path) -> None:
         ({"segmenter": {"class_ids": [1, 5]}}, r"unknown class ids \[5\]"),
         ({"segmenter": {"class_epochs": {7: 3}}}, r"unknown class ids \[7\]"),
         ({"segmenter": {"class_epochs": {3: "many"}}}, "expected an integer"),
+        ({"segmenter": {"class_kwargs": {0: {}}}}, r"class_kwargs has unknown class ids \[0\]"),
         ({"segmenter": {"train": {"keep": "first"}}}, r"allowed: \['best', 'last'\]"),
         ({"data": {"n_folds": 3, "tune_fold": 3}}, "tune_fold"),
         ({"input": {"scale": 1.5}}, "scale"),

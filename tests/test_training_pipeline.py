@@ -52,8 +52,11 @@ def test_manifest_carries_tuned_thresholds_and_provenance(tiny_run: PipelineResu
     assert provenance["dataset"]["images"] == 24
     assert provenance["config"]["classifier"]["backbone"] == "test_efficientnet"
     assert {"validation", "heldout"} <= set(provenance["metrics"])
+    assert set(provenance["metrics"]["stage_seconds"]) == set(STAGES) - {"evaluate"}
     assert provenance["code_version"] and provenance["created"]
     assert load_bundle(tiny_run.bundle).segmenters[1] is not None
+    kwargs = {c: spec.kwargs for c, spec in manifest.segmenters.items()}  # segmenter.class_kwargs
+    assert kwargs[3]["decoder_segmentation_channels"] == 64 and kwargs[1]["decoder_segmentation_channels"] == 32
 
 
 def test_intermediate_outputs(tiny_run: PipelineResult) -> None:
@@ -141,3 +144,21 @@ def test_install_embedded_refuses_folders_and_large_files(tmp_path: Path, monkey
     monkeypatch.setattr(package, "EMBEDDED_MAX_BYTES", 32)
     with pytest.raises(ValueError, match="must be <= 20 MB"):
         package.install_embedded(big)
+
+
+def test_parallel_folds_match_the_sequential_out_of_fold_table(
+    tiny_run: PipelineResult, synth_dir: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(synth_dir, tmp_path, threads=2, **{"classifier.parallel_folds": 2})
+    result = run_pipeline(config, stages=["classifier"])
+    assert result.stages == ("classifier",)
+    with (tmp_path / "classifier" / "oof.csv").open() as f:
+        parallel = list(csv.DictReader(f))
+    with (tiny_run.run_dir / "classifier" / "oof.csv").open() as f:
+        sequential = list(csv.DictReader(f))
+    assert [(r["ImageId"], r["fold"]) for r in parallel] == [(r["ImageId"], r["fold"]) for r in sequential]
+    for k in range(2):  # each process trained its fold and wrote the fold's record and weights
+        assert (tmp_path / "classifier" / f"fold{k}" / "done.json").is_file()
+        assert (tmp_path / "classifier" / f"fold{k}" / "classifier.pt").is_file()
+    assert all(0.0 <= float(r[f"prob_{c}"]) <= 1.0 for r in parallel for c in CLASS_IDS)
+    assert (tmp_path / "classifier" / "final" / "best.pt").is_file()  # the refit ran in the parent

@@ -29,6 +29,7 @@ from cascade.constants import CLASS_IDS
 from cascade.formats import Annotations, read_annotations
 from cascade.imageio import read_image
 from cascade.metric import DiceReport, dice_pairs
+from training.config import STAGES
 from training.package import bundle_path, read_class_params, write_bundle
 from training.report import write_report
 from training.thresholds import dice_tables, grid_scores
@@ -183,6 +184,17 @@ def evaluate_bundle(
     )
 
 
+def _stage_seconds(run_dir: Path) -> dict[str, float]:
+    """Seconds each finished stage took (``RUN_DIR/stages/*.done``), in pipeline order, for the provenance."""
+    out = {}
+    for stage in STAGES:
+        try:
+            out[stage] = round(float(json.loads((run_dir / "stages" / f"{stage}.done").read_text())["seconds"]), 1)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
 def run(ws: Workspace, resume: bool = False) -> Path:
     """Stage entry point: evaluate the bundle, write ``evaluation.json`` and ``report.md``, update provenance."""
     del resume
@@ -200,7 +212,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     (ws.run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2))
     classes, validation = read_class_params(ws.run_dir)
     report = write_report(ws.run_dir, ws.config, summary, validation, classes, result, thresholds)
-    write_bundle(ws, {"validation": validation, "heldout": summary})
+    write_bundle(ws, {"validation": validation, "heldout": summary, "stage_seconds": _stage_seconds(ws.run_dir)})
     logger.info(
         "held-out (%s): cascade %.4f, segment_all %.4f, all-empty %.4f",
         description, result.cascade.mean, result.segment_all.mean, result.empty.mean,

@@ -54,10 +54,10 @@ def build_manifest(
 ) -> BundleManifest:
     """The bundle manifest of a configuration (default ``ClassParams`` when ``classes`` is None)."""
     inp = config.input
-    segmenter = ModelSpec(arch=config.segmenter.arch, name=config.segmenter.encoder, kwargs=config.segmenter.kwargs)
+    seg = config.segmenter
     return BundleManifest(
         classifier=ModelSpec(arch="timm", name=config.classifier.backbone, kwargs=config.classifier.kwargs),
-        segmenters=dict.fromkeys(CLASS_IDS, segmenter),
+        segmenters={c: ModelSpec(arch=seg.arch, name=seg.encoder, kwargs=seg.kwargs_for(c)) for c in CLASS_IDS},
         normalization=Normalization(mean=inp.mean, std=inp.std),
         input_policy=InputPolicy(mode=inp.mode, stride=inp.stride, scale=inp.scale),
         classes=tuple(classes) if classes is not None else tuple(ClassParams() for _ in CLASS_IDS),
@@ -85,7 +85,7 @@ def load_trained(ws: Workspace) -> tuple[nn.Module, dict[int, nn.Module]]:
             raise FileNotFoundError(
                 f"{path} not found (run the 'segmenter' stage with class {class_id} in segmenter.class_ids)"
             )
-        segmenters[class_id] = build_segmenter(ws.config)
+        segmenters[class_id] = build_segmenter(ws.config, class_id)
         segmenters[class_id].load_state_dict(load_checkpoint(path)["model"])
     return classifier.eval(), {cid: m.eval() for cid, m in segmenters.items()}
 

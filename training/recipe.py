@@ -158,13 +158,16 @@ def _validate(config: PipelineConfig) -> None:
         raise ValueError(f"input.scale={config.input.scale} must be in (0, 1]")
     if not 0 <= config.tune.tolerance < 1:
         raise ValueError(f"tune.tolerance={config.tune.tolerance} must be in [0, 1)")
+    if config.classifier.parallel_folds < 1:
+        raise ValueError(f"classifier.parallel_folds={config.classifier.parallel_folds} must be >= 1")
     if config.data.n_folds < 2:
         raise ValueError(f"data.n_folds={config.data.n_folds} must be >= 2")
     if not 0 <= config.data.tune_fold < config.data.n_folds:
         raise ValueError(f"data.tune_fold={config.data.tune_fold} must be in [0, {config.data.n_folds - 1}]")
-    bad = sorted((set(config.segmenter.class_ids) | set(config.segmenter.class_epochs)) - {1, 2, 3, 4})
-    if bad:
-        raise ValueError(f"segmenter.class_ids has unknown class ids {bad}; allowed: [1, 2, 3, 4]")
+    for key in ("class_ids", "class_epochs", "class_kwargs"):
+        bad = sorted(set(getattr(config.segmenter, key)) - {1, 2, 3, 4})
+        if bad:
+            raise ValueError(f"segmenter.{key} has unknown class ids {bad}; allowed: [1, 2, 3, 4]")
     bad_tta = sorted(set(config.package.tta) - {"hflip", "vflip"})
     if bad_tta:
         raise ValueError(f"package.tta has unknown entries {bad_tta}; allowed: ['hflip', 'vflip']")

@@ -14,6 +14,9 @@ checkpoints. The shipped classifier (``classifier/final/classifier.pt``) is, by 
   are assumed calibrated like the fold models' (the thresholds are tuned on the out-of-fold ones).
 - ``fold``: the model of fold ``data.tune_fold`` as it is (cheaper; sees ``(K-1)/K`` of the data).
 
+With ``classifier.parallel_folds > 1`` on CPU (no torchrun), that many folds train at once in spawned
+processes sharing the threads; each writes its ``fold<k>/done.json`` as a sequential run does.
+
 Run on its own: ``python -m training.train_classifier --config configs/demo-cpu.yaml [--out RUN_DIR]``;
 under ``torchrun`` each fold trains with DDP.
 """
@@ -23,8 +26,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
+import os
 import shutil
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +39,14 @@ import torch
 from torch import nn
 
 from cascade.constants import CLASS_IDS
+from training.config import PipelineConfig
 from training.data import ClassifierDataset, build_augmentations, make_train_loader
 from training.deep_supervision import MaskSupervisedClassifier, MaskSupervisedLoss, unwrap_classifier
-from training.distributed import barrier
+from training.distributed import DistContext, barrier
 from training.inference import classifier_metrics, predict_probabilities
 from training.loop import fit
 from training.oof import OofTable, write_oof
-from training.workspace import Workspace, build_classifier, seed_everything
+from training.workspace import Workspace, build_classifier, open_workspace, seed_everything
 
 __all__ = ["CLASSIFIER_FILE", "main", "run", "train_fold"]
 
@@ -110,6 +118,46 @@ def train_fold(ws: Workspace, fold: int, resume: bool = False) -> tuple[int, np.
     return result.best_epoch, probabilities
 
 
+def _write_fold_done(path: Path, best_epoch: int, val_ids: Sequence[str], probabilities: np.ndarray) -> None:
+    path.write_text(
+        json.dumps({"best_epoch": best_epoch, "image_ids": list(val_ids), "probabilities": probabilities.tolist()})
+    )
+
+
+def _fold_process(config: PipelineConfig, run_dir: str, fold: int, resume: bool, quiet: bool) -> None:
+    """Body of a fold-training process (``classifier.parallel_folds``): train one fold, write its done.json."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if quiet:  # one progress bar on the terminal rather than several overwriting each other
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process ends with the fold)
+    ws = open_workspace(config, run_dir, DistContext(), write_folds=False)
+    best_epoch, probabilities = train_fold(ws, fold, resume=resume)
+    done = ws.run_dir / "classifier" / f"fold{fold}" / "done.json"
+    _write_fold_done(done, best_epoch, ws.folds[fold][1], probabilities)
+
+
+def _parallel_workers(ws: Workspace, pending: int) -> int:
+    """How many fold processes to run: ``classifier.parallel_folds``, on CPU single-process runs only."""
+    wanted = min(ws.config.classifier.parallel_folds, pending)
+    if wanted > 1 and (ws.ctx.distributed or ws.ctx.device.type != "cpu"):
+        logger.info("classifier.parallel_folds applies to CPU runs without torchrun; training folds one by one")
+        return 1
+    return max(1, wanted)
+
+
+def _train_folds_in_processes(ws: Workspace, folds: list[int], workers: int, resume: bool) -> None:
+    """Train ``folds`` in ``workers`` spawned processes, the threads split evenly between them."""
+    threads = max(1, (ws.config.threads or torch.get_num_threads()) // workers)
+    config = dataclasses.replace(ws.config, threads=threads)
+    logger.info("training classifier folds %s in %d processes x %d thread(s)", folds, workers, threads)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_fold_process, config, str(ws.run_dir), k, resume, quiet=i > 0) for i, k in enumerate(folds)
+        ]
+        for future in futures:
+            future.result()  # re-raises a fold's error here
+
+
 def _refit(ws: Workspace, epochs: int, resume: bool) -> None:
     """Train the final classifier on all images for ``epochs`` epochs (no validation)."""
     config = ws.config
@@ -140,19 +188,24 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     probabilities = np.full((n, 4), np.nan)
     folds = np.full(n, -1, dtype=np.int64)
     best_epochs: list[int] = []
-    ws.store.preload(ws.image_ids, show_progress=ws.ctx.is_main)
+    pending = [k for k in range(len(ws.folds)) if not (resume and (out / f"fold{k}" / "done.json").is_file())]
+    workers = _parallel_workers(ws, len(pending))
+    in_processes = set(pending) if workers > 1 else set()
+    if in_processes:
+        _train_folds_in_processes(ws, pending, workers, resume)
+    else:
+        ws.store.preload(ws.image_ids, show_progress=ws.ctx.is_main)
     for k, (_, val_ids) in enumerate(ws.folds):
         done = out / f"fold{k}" / "done.json"
-        if resume and done.is_file():
+        if k in in_processes or (resume and done.is_file()):
             record = json.loads(done.read_text())
             best_epoch, probs = record["best_epoch"], np.asarray(record["probabilities"], dtype=np.float64)
-            logger.info("classifier fold %d already trained (best epoch %d); skipping", k, best_epoch)
+            if k not in in_processes:
+                logger.info("classifier fold %d already trained (best epoch %d); skipping", k, best_epoch)
         else:
             best_epoch, probs = train_fold(ws, k, resume=resume)
             if ws.ctx.is_main:
-                done.write_text(
-                    json.dumps({"best_epoch": best_epoch, "image_ids": val_ids, "probabilities": probs.tolist()})
-                )
+                _write_fold_done(done, best_epoch, val_ids, probs)
         rows = [index[i] for i in val_ids]
         probabilities[rows], folds[rows] = probs, k
         best_epochs.append(best_epoch)

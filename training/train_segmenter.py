@@ -68,7 +68,7 @@ def train_class(ws: Workspace, class_id: int, resume: bool = False) -> dict[str,
         start = ws.run_dir / "classifier" / "final" / CLASSIFIER_FILE
         if not start.is_file():
             raise FileNotFoundError(f"{start} not found (run the 'classifier' stage first)")
-    model = build_segmenter(config, pretrained=start)
+    model = build_segmenter(config, class_id, pretrained=start)
     if not train_ids:
         logger.warning("class %d has no training images in fold %d; its segmenter stays untrained", class_id,
                        config.data.tune_fold)  # fmt: skip

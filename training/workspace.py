@@ -44,18 +44,19 @@ def build_classifier(config: PipelineConfig) -> nn.Module:
     return create_classifier(spec.backbone, num_classes=len(CLASS_IDS), pretrained=spec.pretrained, **spec.kwargs)
 
 
-def build_segmenter(config: PipelineConfig, pretrained: bool | str | Path | None = None) -> nn.Module:
-    """One binary segmenter as the configuration describes it (``models.create_segmenter``).
+def build_segmenter(config: PipelineConfig, class_id: int, pretrained: bool | str | Path | None = None) -> nn.Module:
+    """The binary segmenter of one class as the configuration describes it (``models.create_segmenter``).
 
     Args:
         config: the recipe.
+        class_id: the class (``segmenter.class_kwargs`` may give it its own keyword arguments).
         pretrained: overrides ``segmenter.pretrained`` (e.g. a weights file to start the encoder from).
     """
     from models import create_segmenter
 
     spec = config.segmenter
     source = spec.pretrained if pretrained is None else pretrained
-    return create_segmenter(spec.arch, spec.encoder, pretrained=source, **spec.kwargs)
+    return create_segmenter(spec.arch, spec.encoder, pretrained=source, **spec.kwargs_for(class_id))
 
 
 @dataclass
@@ -115,8 +116,13 @@ class Workspace:
         return self.folds[self.config.data.tune_fold]
 
 
-def open_workspace(config: PipelineConfig, run_dir: str | Path, ctx: DistContext) -> Workspace:
+def open_workspace(
+    config: PipelineConfig, run_dir: str | Path, ctx: DistContext, *, write_folds: bool = True
+) -> Workspace:
     """Read the data folder of ``config.data``, split it into folds and prepare the image store.
+
+    Args:
+        write_folds: write ``RUN_DIR/folds.csv`` (on the main process); helper processes skip it.
 
     Raises:
         FileNotFoundError: the annotations file or images folder is missing.
@@ -134,7 +140,7 @@ def open_workspace(config: PipelineConfig, run_dir: str | Path, ctx: DistContext
         annotations = annotations.subset(annotations.image_ids[: config.data.limit])
     folds = stratified_kfold(annotations, config.data.n_folds, config.seed)
     run_dir = Path(run_dir)
-    if ctx.is_main:
+    if ctx.is_main and write_folds:
         run_dir.mkdir(parents=True, exist_ok=True)
         fold_of = {image_id: k for k, (_, val) in enumerate(folds) for image_id in val}
         with (run_dir / "folds.csv").open("w", newline="") as f:
