@@ -29,7 +29,7 @@ install: $(VENV)/.installed ## Create .venv with torch 2.14.1 and the project wi
 synth: install ## Write the synthetic demo data set (skipped when present).
 	@test -f $(DEMO_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_DIR) --n $(DEMO_N) --seed 0
 
-retrain: install synth ## Retrain the embedded demo bundle on the synthetic data (about 15 minutes on 2 cores).
+retrain: install synth ## Retrain the embedded demo bundle on the synthetic data (about 13 minutes on 2 cores).
 	$(BIN)/cascade train --config configs/demo-cpu.yaml --data $(DEMO_DIR) --install-embedded
 
 demo: install synth ## Synthesize data, train the demo cascade if no bundle exists (or RETRAIN=1), serve it.
