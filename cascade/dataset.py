@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cascade.constants import CLASS_IDS, NUM_CLASSES
+from cascade.constants import CLASS_IDS
 from cascade.formats import Annotations, list_image_ids
 from cascade.imageio import read_image
 
@@ -65,11 +65,12 @@ class SeverstalDataset(Dataset):
         self.image_ids: tuple[str, ...] = tuple(image_ids)
         self.annotations = annotations
         self.transform = transform
-        self.class_ids: tuple[int, ...] = tuple(CLASS_IDS if class_ids is None else class_ids)
-        bad = [c for c in self.class_ids if c not in CLASS_IDS]
+        known = tuple(CLASS_IDS if annotations is None else annotations.class_ids)
+        self.class_ids: tuple[int, ...] = tuple(known if class_ids is None else class_ids)
+        bad = [c for c in self.class_ids if c not in known]
         if bad or not self.class_ids or len(set(self.class_ids)) != len(self.class_ids):
-            raise ValueError(f"class_ids {class_ids!r} must be distinct values from {CLASS_IDS}")
-        self._rows = [c - 1 for c in self.class_ids]
+            raise ValueError(f"class_ids {class_ids!r} must be distinct values from {list(known)}")
+        self._rows = [known.index(c) for c in self.class_ids]
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -121,8 +122,8 @@ def combination_labels(annotations: Annotations, image_ids: Sequence[str] | None
     ids = annotations.image_ids if image_ids is None else image_ids
     labels = []
     for image_id in ids:
-        rles = annotations.rles.get(image_id, ("",) * NUM_CLASSES)
-        labels.append("".join(str(c) for c, rle in zip(CLASS_IDS, rles, strict=True) if rle.strip()))
+        rles = annotations.rles.get(image_id, ("",) * annotations.num_classes)
+        labels.append("".join(str(c) for c, rle in zip(annotations.class_ids, rles, strict=True) if rle.strip()))
     return labels
 
 

@@ -1,4 +1,9 @@
-"""The embedded demo bundle shipped as package data (``cascade/data/demo.cascade.safetensors``)."""
+"""Bundles shipped as package data (``cascade/data/<name>.cascade.safetensors``), resolvable by name.
+
+``demo`` is the default (trained on synthetic Severstal-like data); ``neu-seg`` is trained on the real
+NEU-Seg steel set (3 classes, 200x200). Everywhere a bundle is accepted, a name from
+``embedded_bundle_names()`` stands for the shipped file; anything else is a path.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +12,74 @@ from pathlib import Path
 
 from cascade.bundle import BundleError
 
-__all__ = ["EMBEDDED_BUNDLE_FILE", "embedded_bundle_exists", "embedded_bundle_path", "resolve_bundle"]
+__all__ = [
+    "DEFAULT_BUNDLE",
+    "EMBEDDED_BUNDLE_FILE",
+    "embedded_bundle_exists",
+    "embedded_bundle_names",
+    "embedded_bundle_path",
+    "resolve_bundle",
+]
 
-EMBEDDED_BUNDLE_FILE = "demo.cascade.safetensors"
+DEFAULT_BUNDLE = "demo"
+"""Name of the bundle used when none is given."""
+
+_SUFFIX = ".cascade.safetensors"
+
+EMBEDDED_BUNDLE_FILE = DEFAULT_BUNDLE + _SUFFIX
 """File name of the demo bundle inside the ``cascade/data`` package directory."""
 
 
-def _candidate() -> Path:
-    return Path(str(resources.files("cascade").joinpath("data", EMBEDDED_BUNDLE_FILE)))
+def _data_dir() -> Path:
+    return Path(str(resources.files("cascade").joinpath("data")))
 
 
-def embedded_bundle_exists() -> bool:
-    """Whether the demo bundle is present in the installed package."""
-    return _candidate().is_file()
+def _candidate(name: str = DEFAULT_BUNDLE) -> Path:
+    return _data_dir() / f"{name}{_SUFFIX}"
 
 
-def embedded_bundle_path() -> Path:
-    """Path of the demo bundle.
+def embedded_bundle_names() -> tuple[str, ...]:
+    """Names of the bundles shipped in the installed package, sorted."""
+    folder = _data_dir()
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted(p.name.removesuffix(_SUFFIX) for p in folder.glob(f"*{_SUFFIX}")))
+
+
+def embedded_bundle_exists(name: str = DEFAULT_BUNDLE) -> bool:
+    """Whether the named bundle is present in the installed package."""
+    return _candidate(name).is_file()
+
+
+def embedded_bundle_path(name: str = DEFAULT_BUNDLE) -> Path:
+    """Path of a shipped bundle.
 
     Raises:
-        BundleError: the bundle has not been built (run ``make retrain``).
+        BundleError: the bundle is not shipped (the demo bundle: run ``make retrain``).
     """
-    path = _candidate()
+    path = _candidate(name)
     if not path.is_file():
-        raise BundleError(
-            f"the embedded demo bundle is missing at {path}; run `make retrain` to train it, "
-            "or pass the path of a bundle explicitly"
-        )
+        if name == DEFAULT_BUNDLE:
+            raise BundleError(
+                f"the embedded demo bundle is missing at {path}; run `make retrain` to train it, "
+                "or pass the path of a bundle explicitly"
+            )
+        raise BundleError(f"no embedded bundle named {name!r}; shipped bundles: {list(embedded_bundle_names())}")
     return path
 
 
 def resolve_bundle(path: str | Path | None) -> Path:
-    """``path`` as a ``Path``, or the embedded demo bundle when ``path`` is None.
+    """The bundle file meant by ``path``: the demo bundle for None, a shipped bundle for its name
+    (``"neu-seg"``, or ``"embedded:neu-seg"``), else ``path`` itself.
 
     Raises:
-        BundleError: ``path`` is None and the demo bundle is missing.
+        BundleError: None or a name and that bundle is missing.
     """
-    return embedded_bundle_path() if path is None else Path(path)
+    if path is None:
+        return embedded_bundle_path()
+    text = str(path)
+    if text.startswith("embedded:"):
+        return embedded_bundle_path(text.removeprefix("embedded:").removesuffix(_SUFFIX))
+    if not Path(text).exists() and "/" not in text and "\\" not in text and embedded_bundle_exists(text):
+        return embedded_bundle_path(text)
+    return Path(path)

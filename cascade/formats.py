@@ -12,7 +12,7 @@ import csv
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from cascade.constants import CLASS_IDS, IMAGE_SHAPE, NUM_CLASSES
+from cascade.constants import CLASS_IDS, IMAGE_SHAPE
 from cascade.rle import RLEError, decode_runs, decode_stack
 
 __all__ = [
@@ -42,8 +42,6 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".ti
 
 # An RLE of a 1600x256 image can reach ~5 MB (a checkerboard); csv's default field limit is 128 KiB.
 csv.field_size_limit(max(csv.field_size_limit(), 1 << 28))
-
-_EMPTY: tuple[str, str, str, str] = ("",) * NUM_CLASSES  # type: ignore[assignment]
 
 
 class Layout(Enum):
@@ -69,54 +67,80 @@ class AnnotationFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Annotations:
-    """Per-image RLE strings of the four classes.
+    """Per-image RLE strings of every class.
 
     Attributes:
         image_ids: every image, clean ones included, in file (or caller) order.
-        rles: image id -> four RLE strings in class-id order ('' = class absent); read-only.
+        rles: image id -> one RLE string per class, in ``class_ids`` order ('' = class absent); read-only.
         layout: the layout the annotations were read from.
+        class_ids: the classes, in array order (default Severstal's four).
+        shapes: image id -> ``(H, W)`` where known (mask folders and VOC sets know every image's size).
     """
 
     image_ids: tuple[str, ...]
-    rles: Mapping[str, tuple[str, str, str, str]]
+    rles: Mapping[str, tuple[str, ...]]
     layout: Layout = Layout.LONG
+    class_ids: tuple[int, ...] = CLASS_IDS
+    shapes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ids = tuple(self.image_ids)
         if len(set(ids)) != len(ids):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"duplicate image ids: {dupes[:5]}")
+        class_ids = tuple(int(c) for c in self.class_ids)
+        if not class_ids or len(set(class_ids)) != len(class_ids):
+            raise ValueError(f"class_ids must be distinct and non-empty, got {list(class_ids)}")
+        object.__setattr__(self, "class_ids", class_ids)
+        n = len(class_ids)
+        empty = ("",) * n
         rles = {}
         for image_id in ids:
-            value = self.rles.get(image_id, _EMPTY)
-            if len(value) != NUM_CLASSES or not all(isinstance(r, str) for r in value):
-                raise ValueError(f"{image_id}: expected {NUM_CLASSES} RLE strings, got {value!r}")
+            value = self.rles.get(image_id, empty)
+            if len(value) != n or not all(isinstance(r, str) for r in value):
+                raise ValueError(f"{image_id}: expected {n} RLE strings (classes {list(class_ids)}), got {value!r}")
             rles[image_id] = tuple(value)
         unknown = sorted(set(self.rles) - set(ids))
         if unknown:
             raise ValueError(f"rles has {len(unknown)} ids missing from image_ids, e.g. {unknown[:5]}")
         object.__setattr__(self, "image_ids", ids)
         object.__setattr__(self, "rles", MappingProxyType(rles))
+        object.__setattr__(self, "shapes", MappingProxyType({i: self.shapes[i] for i in ids if i in self.shapes}))
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def masks(self, image_id: str, shape: tuple[int, int] = IMAGE_SHAPE) -> np.ndarray:
-        """Decoded masks of one image: ``(4, H, W)`` bool, index ``k`` = class id ``k + 1``."""
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_ids)
+
+    def shape_of(self, image_id: str, default: tuple[int, int] | None = None) -> tuple[int, int]:
+        """``(H, W)`` of an image: the recorded shape, else ``default``; ``KeyError`` when neither is known."""
+        shape = self.shapes.get(image_id, default)
+        if shape is None:
+            raise KeyError(f"size of image {image_id!r} is not known; pass its shape (or --images DIR)")
+        return shape
+
+    def masks(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Decoded masks of one image: ``(C, H, W)`` bool, index ``k`` = ``class_ids[k]``.
+
+        ``shape`` defaults to the recorded shape of the image, else Severstal's 256x1600.
+        """
         if image_id not in self.rles:
             raise KeyError(f"unknown image id {image_id!r} ({len(self)} images annotated)")
-        return decode_stack(self.rles[image_id], shape)
+        return decode_stack(self.rles[image_id], shape or self.shape_of(image_id, IMAGE_SHAPE))
 
     def labels(self) -> np.ndarray:
-        """Class presence per image: ``(N, 4)`` bool in ``image_ids`` order."""
-        out = np.zeros((len(self), NUM_CLASSES), dtype=bool)
+        """Class presence per image: ``(N, C)`` bool in ``image_ids`` order."""
+        out = np.zeros((len(self), self.num_classes), dtype=bool)
         for row, image_id in enumerate(self.image_ids):
             out[row] = [bool(r.strip()) for r in self.rles[image_id]]
         return out
 
-    def class_counts(self) -> tuple[int, int, int, int]:
+    def class_counts(self) -> tuple[int, ...]:
         """Number of images containing each class, in class-id order."""
-        return tuple(int(n) for n in self.labels().sum(axis=0))  # type: ignore[return-value]
+        return tuple(int(n) for n in self.labels().sum(axis=0))
 
     def subset(self, image_ids: Iterable[str]) -> Annotations:
         """The annotations of ``image_ids`` only (all must be known), in the given order."""
@@ -124,20 +148,24 @@ class Annotations:
         unknown = [i for i in ids if i not in self.rles]
         if unknown:
             raise KeyError(f"{len(unknown)} image ids are not annotated, e.g. {unknown[:5]}")
-        return Annotations(ids, {i: self.rles[i] for i in ids}, self.layout)
+        return Annotations(ids, {i: self.rles[i] for i in ids}, self.layout, self.class_ids, self.shapes)
+
+    def with_shapes(self, shapes: Mapping[str, tuple[int, int]]) -> Annotations:
+        """Copy with image sizes recorded (merged over the known ones)."""
+        return Annotations(self.image_ids, self.rles, self.layout, self.class_ids, {**self.shapes, **shapes})
 
 
-def split_image_class(value: str) -> tuple[str, int]:
+def split_image_class(value: str, class_ids: Sequence[int] = CLASS_IDS) -> tuple[str, int]:
     """Split ``'0002cc93b.jpg_1'`` into ``('0002cc93b.jpg', 1)``.
 
     Raises:
-        ValueError: no ``_<class id>`` suffix, or a class id outside 1..4.
+        ValueError: no ``_<class id>`` suffix, or a class id not in ``class_ids``.
     """
     image_id, sep, class_text = value.rpartition("_")
     if not sep or not image_id:
         raise ValueError(f"ImageId_ClassId {value!r} is not '<image id>_<class id>'")
-    if class_text not in {str(c) for c in CLASS_IDS}:
-        raise ValueError(f"class id {class_text!r} in {value!r} is not one of {list(CLASS_IDS)}")
+    if class_text not in {str(c) for c in class_ids}:
+        raise ValueError(f"class id {class_text!r} in {value!r} is not one of {list(class_ids)}")
     return image_id, int(class_text)
 
 
@@ -155,6 +183,7 @@ def read_annotations(
     *,
     images_dir: str | Path | None = None,
     shape: tuple[int, int] | None = None,
+    class_ids: Sequence[int] = CLASS_IDS,
 ) -> Annotations:
     """Read a train.csv or a submission in either layout (detected from the header).
 
@@ -164,6 +193,7 @@ def read_annotations(
             but this lacks are an error. Default: the images the file mentions, in file order.
         images_dir: list this folder for ``image_ids`` instead (not both).
         shape: ``(H, W)``; when given, RLE runs past ``H * W`` are an error.
+        class_ids: the class set's ids; rows of other classes are an error.
 
     Raises:
         AnnotationFormatError: unknown header, malformed row, bad class id, duplicate row or bad RLE
@@ -175,6 +205,8 @@ def read_annotations(
     if images_dir is not None:
         image_ids = list_image_ids(images_dir)
     n_pixels = None if shape is None else int(shape[0]) * int(shape[1])
+    class_ids = tuple(class_ids)
+    index = {c: k for k, c in enumerate(class_ids)}
     rows: dict[str, list[str]] = {}
     seen: dict[tuple[str, int], int] = {}
     with path.open(newline="", encoding="utf-8-sig") as f:
@@ -184,7 +216,7 @@ def read_annotations(
             line = reader.line_num
             if not fields or fields == [""]:
                 continue
-            image_id, class_id, text = _parse_row(fields, layout, path, line)
+            image_id, class_id, text = _parse_row(fields, layout, path, line, class_ids)
             if (image_id, class_id) in seen:
                 raise AnnotationFormatError(
                     path,
@@ -197,8 +229,8 @@ def read_annotations(
                     decode_runs(text, n_pixels=n_pixels)
                 except RLEError as exc:
                     raise AnnotationFormatError(path, line, f"{image_id} class {class_id}: {exc}") from exc
-            rles = rows.setdefault(image_id, ["", "", "", ""])
-            rles[class_id - 1] = text.strip()
+            rles = rows.setdefault(image_id, [""] * len(class_ids))
+            rles[index[class_id]] = text.strip()
     if image_ids is None:
         ids = tuple(rows)
     else:
@@ -208,25 +240,27 @@ def read_annotations(
         if missing:
             raise ValueError(f"{path}: {len(missing)} annotated images are not in the image list, e.g. {missing[:5]}")
     logger.debug("read %d annotated images (%d listed) from %s (%s)", len(rows), len(ids), path, layout.name)
-    return Annotations(ids, {i: tuple(r) for i, r in rows.items()}, layout)  # type: ignore[misc]
+    return Annotations(ids, {i: tuple(r) for i, r in rows.items()}, layout, class_ids)
 
 
 def write_submission(
     path: str | Path,
     rows: Iterable[tuple[str, Sequence[str]]],
     layout: Layout = Layout.IMAGE_CLASS,
+    class_ids: Sequence[int] = CLASS_IDS,
 ) -> int:
     """Write a submission CSV (overwriting ``path``).
 
     Args:
         path: output file.
-        rows: ``(image_id, four RLE strings)`` per image, in class-id order ('' = class absent).
-        layout: ``IMAGE_CLASS`` writes four rows per image (blank RLE for none); ``LONG`` positive rows only.
+        rows: ``(image_id, RLE strings)`` per image, one per class in ``class_ids`` order ('' = class absent).
+        layout: ``IMAGE_CLASS`` writes a row per class and image (blank RLE for none); ``LONG`` positive rows only.
+        class_ids: the class set's ids.
 
     Returns:
         Number of images written.
     """
-    with SubmissionWriter(path, layout) as writer:
+    with SubmissionWriter(path, layout, class_ids=class_ids) as writer:
         for image_id, rles in rows:
             writer.write(image_id, rles)
         return len(writer.image_ids)
@@ -241,10 +275,17 @@ class SubmissionWriter:
     """
 
     def __init__(
-        self, path: str | Path, layout: Layout = Layout.IMAGE_CLASS, *, append: bool = False, fsync: bool = False
+        self,
+        path: str | Path,
+        layout: Layout = Layout.IMAGE_CLASS,
+        *,
+        append: bool = False,
+        fsync: bool = False,
+        class_ids: Sequence[int] = CLASS_IDS,
     ) -> None:
         self.path = Path(path)
         self.layout = layout
+        self.class_ids = tuple(class_ids)
         self.append = append
         self.fsync = fsync
         self.image_ids: list[str] = []
@@ -276,20 +317,23 @@ class SubmissionWriter:
 
         Args:
             image_id: the image's file name.
-            rles: four RLE strings in class-id order ('' = class absent).
+            rles: one RLE string per class, in ``class_ids`` order ('' = class absent).
         """
         if self._writer is None:
             raise RuntimeError("SubmissionWriter is not open; use it as a context manager")
         if not isinstance(image_id, str) or not image_id or image_id != image_id.strip():
             raise ValueError(f"image id must be a non-empty string without surrounding spaces, got {image_id!r}")
-        if isinstance(rles, str) or len(rles) != NUM_CLASSES or not all(isinstance(r, str) for r in rles):
-            raise ValueError(f"{image_id}: expected {NUM_CLASSES} RLE strings in class-id order, got {rles!r}")
+        n = len(self.class_ids)
+        if isinstance(rles, str) or len(rles) != n or not all(isinstance(r, str) for r in rles):
+            raise ValueError(
+                f"{image_id}: expected {n} RLE strings in class-id order {list(self.class_ids)}, got {rles!r}"
+            )
         if image_id in self._seen:
             raise ValueError(f"image {image_id!r} was already written to {self.path}")
         if self.layout is Layout.IMAGE_CLASS:
-            self._writer.writerows((f"{image_id}_{c}", r) for c, r in zip(CLASS_IDS, rles, strict=True))
+            self._writer.writerows((f"{image_id}_{c}", r) for c, r in zip(self.class_ids, rles, strict=True))
         else:
-            self._writer.writerows((image_id, str(c), r) for c, r in zip(CLASS_IDS, rles, strict=True) if r)
+            self._writer.writerows((image_id, str(c), r) for c, r in zip(self.class_ids, rles, strict=True) if r)
         self._flush()
         self._seen.add(image_id)
         self.image_ids.append(image_id)
@@ -326,7 +370,7 @@ class SubmissionWriter:
             )
         for fields in reader:
             if fields and fields != [""]:
-                image_id = _parse_row(fields, found, self.path, reader.line_num)[0]
+                image_id = _parse_row(fields, found, self.path, reader.line_num, self.class_ids)[0]
                 if image_id not in self._seen:
                     self._seen.add(image_id)
                     self.image_ids.append(image_id)
@@ -342,7 +386,9 @@ def _read_header(reader: Iterable[list[str]], path: Path) -> Layout:
     raise AnnotationFormatError(path, 1, f"unknown header {','.join(columns)!r}; expected {allowed}")
 
 
-def _parse_row(fields: list[str], layout: Layout, path: Path, line: int) -> tuple[str, int, str]:
+def _parse_row(
+    fields: list[str], layout: Layout, path: Path, line: int, class_ids: Sequence[int] = CLASS_IDS
+) -> tuple[str, int, str]:
     """``(image_id, class_id, rle)`` of one data row, or ``AnnotationFormatError``."""
     if len(fields) != len(layout.columns):
         raise AnnotationFormatError(
@@ -350,11 +396,11 @@ def _parse_row(fields: list[str], layout: Layout, path: Path, line: int) -> tupl
         )
     try:
         if layout is Layout.IMAGE_CLASS:
-            image_id, class_id = split_image_class(fields[0].strip())
+            image_id, class_id = split_image_class(fields[0].strip(), class_ids)
         else:
             image_id, class_text = fields[0].strip(), fields[1].strip()
-            if class_text not in {str(c) for c in CLASS_IDS}:
-                raise ValueError(f"class id {class_text!r} is not one of {list(CLASS_IDS)}")
+            if class_text not in {str(c) for c in class_ids}:
+                raise ValueError(f"class id {class_text!r} is not one of {list(class_ids)}")
             class_id = int(class_text)
     except ValueError as exc:
         raise AnnotationFormatError(path, line, str(exc)) from exc

@@ -27,13 +27,13 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def check_params(params: Sequence[ClassParams]) -> tuple[ClassParams, ...]:
-    """Return ``params`` as a tuple of ``NUM_CLASSES`` ``ClassParams``; ``ValueError`` otherwise."""
+def check_params(params: Sequence[ClassParams], num_classes: int = NUM_CLASSES) -> tuple[ClassParams, ...]:
+    """Return ``params`` as a tuple of ``num_classes`` ``ClassParams`` (one per class); ``ValueError`` otherwise."""
     if isinstance(params, ClassParams) or not isinstance(params, Sequence):
-        raise ValueError(f"params must be a sequence of {NUM_CLASSES} ClassParams (one per class), got {params!r}")
+        raise ValueError(f"params must be a sequence of {num_classes} ClassParams (one per class), got {params!r}")
     params = tuple(params)
-    if len(params) != NUM_CLASSES or not all(isinstance(p, ClassParams) for p in params):
-        raise ValueError(f"params must be {NUM_CLASSES} ClassParams (one per class), got {params!r}")
+    if len(params) != num_classes or not all(isinstance(p, ClassParams) for p in params):
+        raise ValueError(f"params must be {num_classes} ClassParams (one per class), got {params!r}")
     return params
 
 
@@ -41,18 +41,18 @@ def gate(probabilities: np.ndarray, params: Sequence[ClassParams], mode: str = "
     """Decide which (image, class) pairs go to the segmenters.
 
     Args:
-        probabilities: ``(N, 4)`` classifier probabilities.
+        probabilities: ``(N, C)`` classifier probabilities.
         params: one ``ClassParams`` per class; ``prob_threshold`` opens the gate (``p >= threshold``).
         mode: ``"cascade"`` (gate on) or ``"segment_all"`` (every pair passes).
 
     Returns:
-        ``(N, 4)`` bool, True where the class's segmenter runs on the image.
+        ``(N, C)`` bool, True where the class's segmenter runs on the image.
     """
     check_mode(mode)
-    params = check_params(params)
     probabilities = np.asarray(probabilities)
-    if probabilities.ndim != 2 or probabilities.shape[1] != NUM_CLASSES:
-        raise ValueError(f"probabilities must have shape (N, {NUM_CLASSES}), got {probabilities.shape}")
+    params = check_params(params, len(params) if isinstance(params, Sequence) else NUM_CLASSES)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(params):
+        raise ValueError(f"probabilities must have shape (N, {len(params)}), got {probabilities.shape}")
     if mode == "segment_all":
         return np.ones(probabilities.shape, dtype=bool)
     thresholds = np.array([p.prob_threshold for p in params], dtype=np.float64)

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS", "ImageDecodeError", "decode_image", "read_image", "to_rgb"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "SUPPORTED_FORMATS",
+    "ImageDecodeError",
+    "decode_image",
+    "read_image",
+    "read_image_size",
+    "read_image_sizes",
+    "to_rgb",
+]
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "TIFF")
 """Pillow format names the cascade accepts."""
@@ -123,3 +133,31 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     except OSError as exc:
         raise ImageDecodeError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
     return decode_image(data, max_pixels=max_pixels, name=str(path))
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (nothing is decoded).
+
+    Raises:
+        ImageDecodeError: not a readable image.
+    """
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ImageDecodeError(f"{path}: not a readable image ({exc})") from exc
+    return int(height), int(width)
+
+
+def read_image_sizes(images_dir: str | Path, image_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``image id -> (H, W)`` for files ``images_dir / image_id`` (headers only, in a small thread pool).
+
+    Raises:
+        ImageDecodeError: an unreadable image, named.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = Path(images_dir)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sizes = list(pool.map(lambda i: read_image_size(folder / i), image_ids))
+    return dict(zip(image_ids, sizes, strict=True))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cascade import __version__
-from cascade.constants import CLASS_IDS, CLASS_NAMES, NUM_CLASSES
+from cascade.classes import ClassSet
+from cascade.constants import CLASS_IDS, CLASS_NAMES
 
 __all__ = [
     "CLASSIFIER_ARCHS",
@@ -215,7 +216,7 @@ class ClassParams:
 
 
 def _default_classes() -> tuple[ClassParams, ...]:
-    return tuple(ClassParams() for _ in range(NUM_CLASSES))
+    return ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,13 +225,16 @@ class BundleManifest:
 
     Attributes:
         format_version: bundle format, 1..``FORMAT_VERSION``.
-        class_ids: the 4 class ids, in array order.
-        class_names: the 4 class names.
+        class_ids: the class ids, in array order (default Severstal's 4).
+        class_names: one name per class id.
+        class_colours: one display colour (RGB) per class id (default ``cascade.classes.DEFAULT_COLOURS``).
+        image_size: ``(H, W)`` of the images the bundle was trained on (informational: inputs of any size
+            are accepted through ``input_policy``); None when unknown.
         classifier: spec of the multi-label classifier (``arch="timm"``).
         segmenters: one spec per class id.
         normalization: input normalisation.
         input_policy: how images of any size are fed.
-        classes: post-processing parameters, one per class in ``class_ids`` order.
+        classes: post-processing parameters, one per class in ``class_ids`` order (default: defaults for each).
         tta: test-time augmentations, a subset of ``TTA_OPS``.
         provenance: dataset, metrics, code_version, created, config (free-form, JSON-serializable).
     """
@@ -238,6 +242,8 @@ class BundleManifest:
     format_version: int = FORMAT_VERSION
     class_ids: tuple[int, ...] = CLASS_IDS
     class_names: tuple[str, ...] = CLASS_NAMES
+    class_colours: tuple[tuple[int, int, int], ...] = ()
+    image_size: tuple[int, int] | None = None
     classifier: ModelSpec
     segmenters: dict[int, ModelSpec]
     normalization: Normalization = field(default_factory=Normalization)
@@ -253,23 +259,29 @@ class BundleManifest:
                 f"format_version {self.format_version} is newer than the supported version {FORMAT_VERSION}; "
                 "upgrade the cascade package"
             )
-        ids = tuple(self.class_ids)
-        if len(ids) != NUM_CLASSES or len(set(ids)) != NUM_CLASSES:
-            raise ValueError(f"class_ids must be {NUM_CLASSES} distinct ids, got {list(ids)}")
-        for cid in ids:
+        for cid in self.class_ids:
             _check_int(cid, "class_ids[]", 1)
-        _set(self, "class_ids", ids)
-        names = tuple(self.class_names)
-        if len(names) != NUM_CLASSES or not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f"class_names must be {NUM_CLASSES} non-empty strings, got {list(names)}")
-        _set(self, "class_names", names)
+        if isinstance(self.class_names, str):
+            raise ValueError(f"class_names must be a list of names, got {self.class_names!r}")
+        class_set = ClassSet(tuple(self.class_ids), tuple(self.class_names), tuple(self.class_colours))
+        _set(self, "class_ids", class_set.ids)
+        _set(self, "class_names", class_set.names)
+        _set(self, "class_colours", class_set.colours)
+        if self.image_size is not None:
+            size = tuple(self.image_size)
+            if len(size) != 2:
+                raise ValueError(f"image_size must be [height, width], got {list(size)}")
+            _set(self, "image_size", (_check_int(size[0], "image_size[0]", 1), _check_int(size[1], "image_size[1]", 1)))
         self._check_specs()
         for attr, kind in (("normalization", Normalization), ("input_policy", InputPolicy)):
             if not isinstance(getattr(self, attr), kind):
                 raise ValueError(f"{attr} must be a {kind.__name__}, got {getattr(self, attr)!r}")
-        classes = tuple(self.classes)
-        if len(classes) != NUM_CLASSES or not all(isinstance(c, ClassParams) for c in classes):
-            raise ValueError(f"classes must be {NUM_CLASSES} ClassParams (one per class id), got {classes!r}")
+        classes = tuple(self.classes) or tuple(ClassParams() for _ in self.class_ids)
+        n = len(self.class_ids)
+        if len(classes) != n or not all(isinstance(c, ClassParams) for c in classes):
+            raise ValueError(
+                f"classes must be {n} ClassParams (one per class id {list(self.class_ids)}), got {classes!r}"
+            )
         _set(self, "classes", classes)
         tta = (self.tta,) if isinstance(self.tta, str) else tuple(self.tta)
         bad = [t for t in tta if t not in TTA_OPS]
@@ -299,6 +311,16 @@ class BundleManifest:
         _set(self, "segmenters", {cid: segmenters[cid] for cid in self.class_ids})
 
     # ------------------------------------------------------------------ access / replace
+    @property
+    def class_set(self) -> ClassSet:
+        """The bundle's classes: ids, names and display colours."""
+        return ClassSet(self.class_ids, self.class_names, self.class_colours)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_ids)
+
     def class_index(self, class_id: int) -> int:
         """Array index of ``class_id``; ``ValueError`` listing the valid ids otherwise."""
         if class_id not in self.class_ids:
@@ -310,7 +332,7 @@ class BundleManifest:
         return self.classes[self.class_index(class_id)]
 
     def with_classes(self, classes: Sequence[ClassParams]) -> BundleManifest:
-        """Copy with all four ``ClassParams`` replaced."""
+        """Copy with every class's ``ClassParams`` replaced."""
         return dataclasses.replace(self, classes=tuple(classes))
 
     def with_class_params(self, class_id: int, **changes: Any) -> BundleManifest:
@@ -327,6 +349,8 @@ class BundleManifest:
             "format_version": self.format_version,
             "class_ids": list(self.class_ids),
             "class_names": list(self.class_names),
+            "class_colours": [list(c) for c in self.class_colours],
+            **({"image_size": list(self.image_size)} if self.image_size is not None else {}),
             "classifier": self.classifier.to_dict(),
             "segmenters": {str(cid): spec.to_dict() for cid, spec in self.segmenters.items()},
             "normalization": {"mean": list(self.normalization.mean), "std": list(self.normalization.std)},
@@ -353,6 +377,9 @@ class BundleManifest:
             )
         _check_keys(data, cls, "manifest", required=("format_version", "classifier", "segmenters"))
         kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in _NESTED}
+        for key in ("class_ids", "class_names", "class_colours", "image_size"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in kwargs[key])
         kwargs["classifier"] = _build(ModelSpec, data["classifier"], "classifier")
         segmenters = data["segmenters"]
         if not isinstance(segmenters, Mapping):
@@ -367,7 +394,7 @@ class BundleManifest:
                 kwargs[name] = _build(kind, data[name], name)
         if "classes" in data:
             if not isinstance(data["classes"], list):
-                raise ValueError("manifest field 'classes' must be a list of 4 objects")
+                raise ValueError("manifest field 'classes' must be a list of objects, one per class id")
             kwargs["classes"] = tuple(_build(ClassParams, c, f"classes[{i}]") for i, c in enumerate(data["classes"]))
         try:
             return cls(**kwargs)

@@ -46,8 +46,8 @@ class RawOutput:
     Attributes:
         image_ids: one id per image.
         shapes: input ``(H, W)`` per image.
-        probabilities: ``(N, 4)`` float32 classifier probabilities (TTA-averaged).
-        segmented: ``(N, 4)`` bool, True where the class's segmenter ran on the image.
+        probabilities: ``(N, C)`` float32 classifier probabilities (TTA-averaged), ``C`` = the bundle's classes.
+        segmented: ``(N, C)`` bool, True where the class's segmenter ran on the image.
         maps: per image, class id -> ``(H, W)`` segmenter probabilities at the input size
             (only for segmented classes).
         mode: ``"cascade"`` or ``"segment_all"``.
@@ -100,7 +100,8 @@ class CascadePredictor:
         max_batch: largest number of network inputs per runtime call, bounding activation memory on big
             batches (default: 4 on CPU, where larger batches are not cheaper per image, 16 on CUDA).
         map_dtype: dtype of the probability maps kept in ``RawOutput`` (``np.float16`` halves memory).
-        probe_shape: ``(H, W)`` of the probe image used by ``runtime="auto"``.
+        probe_shape: ``(H, W)`` of the probe image used by ``runtime="auto"`` (default: the bundle's
+            ``image_size``, else Severstal's 256x1600).
     """
 
     def __init__(
@@ -114,9 +115,11 @@ class CascadePredictor:
         cache_dir: str | Path | None = None,
         max_batch: int | None = None,
         map_dtype: type = np.float32,
-        probe_shape: tuple[int, int] = IMAGE_SHAPE,
+        probe_shape: tuple[int, int] | None = None,
     ) -> None:
         device = resolve_device(device)
+        if probe_shape is None:
+            probe_shape = bundle.manifest.image_size or IMAGE_SHAPE
         report: RuntimeReport | None = None
         needs_cache = runtime == "auto" or not runtime.startswith("torch")
         bundle_cache = None
@@ -232,13 +235,13 @@ class CascadePredictor:
             images: ``(H, W)`` or ``(H, W, 3)`` uint8 arrays, any sizes.
             mode: ``"cascade"`` or ``"segment_all"``.
             image_ids: one id per image (default ``image_<i>``).
-            params: four ``ClassParams`` whose ``prob_threshold`` gates (default: the manifest's).
+            params: one ``ClassParams`` per class whose ``prob_threshold`` gates (default: the manifest's).
 
         Raises:
             ValueError: bad images (shape/dtype named), mode, ids or params.
         """
         check_mode(mode)
-        params = check_params(self.manifest.classes if params is None else params)
+        params = check_params(self.manifest.classes if params is None else params, self.manifest.num_classes)
         images = as_image_list(images)
         ids = self._image_ids(image_ids, len(images))
         timings: dict[str, float] = {}
@@ -290,19 +293,22 @@ class CascadePredictor:
 
         Args:
             raw: output of ``infer``.
-            params: four ``ClassParams`` (default: the manifest's).
+            params: one ``ClassParams`` per class (default: the manifest's).
             mode: gate applied here (default ``raw.mode``); in ``"cascade"`` a class is absent unless
                 ``probability >= prob_threshold`` *and* its map was computed (``raw.segmented``), so
                 run ``infer`` with ``"segment_all"`` to explore lower probability thresholds.
         """
-        params = check_params(self.manifest.classes if params is None else params)
+        params = check_params(self.manifest.classes if params is None else params, self.manifest.num_classes)
         mode = check_mode(raw.mode if mode is None else mode)
         passed = gate(raw.probabilities, params, mode) & raw.segmented
         post_s = encode_s = 0.0
         results = []
         for i, (image_id, (height, width)) in enumerate(zip(raw.image_ids, raw.shapes, strict=True)):
             classes = []
-            for k, (cid, name) in enumerate(zip(self.manifest.class_ids, self.manifest.class_names, strict=True)):
+            manifest = self.manifest
+            for k, (cid, name, colour) in enumerate(
+                zip(manifest.class_ids, manifest.class_names, manifest.class_colours, strict=True)
+            ):
                 probability = float(raw.probabilities[i, k])
                 start = time.perf_counter()
                 if passed[i, k]:
@@ -313,7 +319,7 @@ class CascadePredictor:
                 mid = time.perf_counter()
                 rle = encode(mask) if area else ""
                 post_s, encode_s = post_s + mid - start, encode_s + time.perf_counter() - mid
-                classes.append(ClassPrediction(cid, name, probability, area > 0, area, rle, mask))
+                classes.append(ClassPrediction(cid, name, probability, area > 0, area, rle, mask, colour))
             results.append(ImagePrediction(image_id, height, width, tuple(classes)))
         timings = {**raw.timings, "postprocess": post_s, "encode": encode_s}
         timings["total"] = sum(v for key, v in timings.items() if not key.startswith("segmenter_"))

@@ -21,6 +21,7 @@ class ClassPrediction:
         area: number of mask pixels.
         rle: Kaggle run-length encoding of ``mask`` ('' when empty).
         mask: ``(H, W)`` bool mask at the input image's size.
+        colour: display colour (RGB) from the bundle.
     """
 
     class_id: int
@@ -30,6 +31,7 @@ class ClassPrediction:
     area: int
     rle: str
     mask: np.ndarray = field(repr=False, compare=False)
+    colour: tuple[int, int, int] = (128, 128, 128)
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,18 @@ class ImagePrediction:
 
     @property
     def rles(self) -> list[str]:
-        """The four RLE strings in class-id order."""
+        """The RLE strings in class-id order."""
         return [c.rle for c in self.classes]
+
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        """The class ids, in order."""
+        return tuple(c.class_id for c in self.classes)
+
+    @property
+    def colours(self) -> tuple[tuple[int, int, int], ...]:
+        """The classes' display colours, in order."""
+        return tuple(c.colour for c in self.classes)
 
     def to_dict(self, *, include_timings: bool = True) -> dict:
         """JSON-ready dict: the one shape shared by the service, the CLI and the library.
@@ -82,5 +94,5 @@ class ImagePrediction:
 
     @property
     def masks(self) -> np.ndarray:
-        """Stacked masks ``(4, H, W)`` bool."""
+        """Stacked masks ``(C, H, W)`` bool."""
         return np.stack([c.mask for c in self.classes])

@@ -8,7 +8,7 @@ and reports all problems instead of stopping at the first.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,25 +54,31 @@ class SubmissionProblem:
 def check_submission(
     path: str | Path,
     image_ids: Iterable[str],
-    shape: tuple[int, int] = IMAGE_SHAPE,
+    shape: tuple[int, int] | None = IMAGE_SHAPE,
     *,
     layout: Layout = Layout.IMAGE_CLASS,
+    shapes: Mapping[str, tuple[int, int]] | None = None,
+    class_ids: Sequence[int] = CLASS_IDS,
 ) -> list[SubmissionProblem]:
     """Check a submission CSV against the expected images.
 
     Args:
         path: the submission.
         image_ids: every image the submission must cover (file names, e.g. ``0002cc93b.jpg``).
-        shape: ``(H, W)`` of the images; runs past ``H * W`` are a problem.
+        shape: ``(H, W)`` of images ``shapes`` does not list; runs past ``H * W`` are a problem (None: unchecked).
         layout: the expected layout; with ``Layout.LONG`` (positive rows only) images without rows are clean,
             so missing images and rows are not problems.
+        shapes: ``(H, W)`` per image (e.g. read from ``--images``), for sets of mixed sizes.
+        class_ids: the class ids every image must have a row for (``IMAGE_CLASS``) and that rows may name.
 
     Returns:
         Problems in line order, file-level ones (missing images and rows) last; empty when the file is valid.
     """
     path = Path(path)
     expected = list(dict.fromkeys(image_ids))
-    checker = _RowChecker(layout, int(shape[0]) * int(shape[1]), set(expected))
+    sizes = {i: int(h) * int(w) for i, (h, w) in (shapes or {}).items()}
+    default = None if shape is None else int(shape[0]) * int(shape[1])
+    checker = _RowChecker(layout, default, set(expected), sizes, tuple(class_ids))
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f, strict=True)  # unbalanced quotes are an error, as for Kaggle's CSV parser
         try:
@@ -88,7 +94,7 @@ def check_submission(
                 continue
             checker.add(0, "missing_image", f"image {image_id!r} has no rows")
         elif checker.layout is Layout.IMAGE_CLASS:
-            absent = [c for c in CLASS_IDS if (image_id, c) not in checker.first_line]
+            absent = [c for c in checker.class_ids if (image_id, c) not in checker.first_line]
             if absent:
                 message = f"image {image_id!r} has no row for class ids {absent}"
                 checker.add(checker.image_lines[image_id], "missing_row", message)
@@ -107,9 +113,18 @@ def read_id_list(path: str | Path) -> tuple[str, ...]:
 class _RowChecker:
     """State of one check: problems so far, and where each image and (image, class) row was first seen."""
 
-    def __init__(self, layout: Layout, n_pixels: int, expected: set[str]) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        n_pixels: int | None,
+        expected: set[str],
+        sizes: Mapping[str, int],
+        class_ids: tuple[int, ...],
+    ) -> None:
         self.layout = layout  # becomes the header's own layout when the header is the other known one
         self.n_pixels = n_pixels
+        self.sizes = sizes
+        self.class_ids = class_ids
         self.expected = expected
         self.problems: list[SubmissionProblem] = []
         self.first_line: dict[tuple[str, int], int] = {}
@@ -143,9 +158,10 @@ class _RowChecker:
                 self.add(line, "malformed_id", "empty ImageId")
                 return
         try:
-            class_id = split_image_class(f"{image_id}_{class_text}")[1]
+            class_id = split_image_class(f"{image_id}_{class_text}", self.class_ids)[1]
         except ValueError:
-            self.add(line, "bad_class_id", f"class id {class_text!r} of {image_id!r} is not one of {list(CLASS_IDS)}")
+            message = f"class id {class_text!r} of {image_id!r} is not one of {list(self.class_ids)}"
+            self.add(line, "bad_class_id", message)
             return
         if image_id not in self.image_lines:
             self.image_lines[image_id] = line
@@ -158,6 +174,6 @@ class _RowChecker:
         text = fields[-1]
         if text.strip():
             try:
-                decode_runs(text, n_pixels=self.n_pixels)
+                decode_runs(text, n_pixels=self.sizes.get(image_id, self.n_pixels))
             except RLEError as exc:
                 self.add(line, f"rle_{exc.kind}", f"{image_id} class {class_id}: {exc}")

@@ -29,7 +29,7 @@ def mask_png_b64(mask: np.ndarray) -> str:
 
 def overlay_png_b64(image: np.ndarray, prediction: ImagePrediction) -> str:
     """``(H, W, 3)`` uint8 image with the prediction's masks blended in the class colours, as base64 PNG."""
-    return _png_b64(render_overlay(image, prediction.masks))
+    return _png_b64(render_overlay(image, prediction.masks, prediction.colours))
 
 
 def prediction_body(
@@ -67,5 +67,5 @@ def csv_header(layout: Layout = Layout.IMAGE_CLASS) -> str:
 
 
 def csv_rows(prediction: ImagePrediction, layout: Layout = Layout.IMAGE_CLASS) -> str:
-    """The four submission lines of one prediction (Kaggle ``ImageId_ClassId`` layout by default)."""
-    return format_image_rows(prediction.image_id, prediction.rles, layout)
+    """The submission lines of one prediction, one per class (Kaggle ``ImageId_ClassId`` layout by default)."""
+    return format_image_rows(prediction.image_id, prediction.rles, layout, prediction.class_ids)

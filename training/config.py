@@ -35,9 +35,17 @@ class DataConfig:
     """Where the training data lives and how it is split.
 
     Attributes:
-        dir: data folder holding ``annotations`` and ``images`` (``--data`` overrides it).
-        annotations: annotation CSV inside ``dir`` (either Kaggle layout).
-        images: image folder inside ``dir``.
+        dir: data folder (``--data`` overrides it), auto-detected by ``cascade.datasource``: a Kaggle CSV
+            with its images, a Pascal VOC segmentation set, or a mask folder (``images/`` + ``masks/``).
+        annotations: annotation CSV inside ``dir`` (either Kaggle layout; Kaggle CSV data only).
+        images: image folder inside ``dir`` (Kaggle CSV data only).
+        classes: class file or comma-separated class names (default: a class file next to the data, else
+            Severstal's four classes for CSV data and the mask values found for mask data).
+        mask_encoding: ``auto``, ``index`` or ``bits`` (mask data only; see ``cascade.datasource``).
+        train_split: train on this split of the data (e.g. VOC ``train``); None: all images.
+        val_split: tune (and early-stop) on this split (e.g. VOC ``val``) instead of fold ``tune_fold``: the
+            split becomes fold ``tune_fold`` whole, the other ``n_folds - 1`` folds split ``train_split`` for the
+            classifier's out-of-fold probabilities, and no model but the tune fold's classifier sees it.
         n_folds: number of stratified folds for the classifier's out-of-fold probabilities.
         tune_fold: the fold whose validation part early-stops the segmenters and tunes the thresholds.
         num_workers: DataLoader worker processes.
@@ -48,6 +56,10 @@ class DataConfig:
     dir: str = "data/demo"
     annotations: str = "train.csv"
     images: str = "train_images"
+    classes: str | None = None
+    mask_encoding: str = "auto"
+    train_split: str | None = None
+    val_split: str | None = None
     n_folds: int = 5
     tune_fold: int = 0
     num_workers: int = 0
@@ -217,7 +229,7 @@ class SegmenterConfig:
         kwargs: extra smp keyword arguments (e.g. ``decoder_channels``).
         loss: the loss.
         crop: random crops for training (validation runs on full images).
-        class_ids: classes to train (normally all four).
+        class_ids: classes to train (empty: every class of the data).
         class_epochs: epochs for particular classes (class id -> epochs); the others use ``train.epochs``.
         class_kwargs: smp keyword arguments for particular classes (class id -> dict), merged over ``kwargs``,
             e.g. wider decoders only for the class that needs them.
@@ -231,7 +243,7 @@ class SegmenterConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     loss: LossConfig = LossConfig()
     crop: CropConfig = CropConfig()
-    class_ids: tuple[int, ...] = (1, 2, 3, 4)
+    class_ids: tuple[int, ...] = ()
     class_epochs: dict[int, int] = field(default_factory=dict)
     class_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
     train: TrainConfig = TrainConfig()
@@ -266,8 +278,9 @@ class EvaluateConfig:
     """Held-out evaluation.
 
     Attributes:
-        data: held-out data folder (same layout as the training data); ``None`` uses ``synth_n``/``synth_seed``
-            when ``synth_n`` > 0, else the tuning fold's validation images.
+        data: held-out data (any layout ``cascade.datasource`` reads, same classes as the training data);
+            ``None`` uses ``synth_n``/``synth_seed`` when ``synth_n`` > 0, else the tuning fold's validation images.
+        split: score only this split of ``data`` (e.g. VOC ``test``).
         synth_n: generate a synthetic held-out set of this many images (``cascade.synth``, profile ``real``)
             when ``data`` is unset.
         synth_seed: seed of the synthetic held-out set (must differ from the training set's).
@@ -275,6 +288,7 @@ class EvaluateConfig:
     """
 
     data: str | None = None
+    split: str | None = None
     synth_n: int = 0
     synth_seed: int = 1
     batch_size: int = 8
@@ -288,11 +302,14 @@ class PackageConfig:
         file_name: bundle file name inside the run folder.
         half: store weights as float16.
         tta: test-time augmentations recorded in the manifest (subset of ``hflip``, ``vflip``).
+        embedded_name: name the bundle is shipped under with ``cascade train --install-embedded``
+            (``cascade/data/<name>.cascade.safetensors``, then resolvable as ``--bundle <name>``).
     """
 
     file_name: str = "model.cascade.safetensors"
     half: bool = True
     tta: tuple[str, ...] = ()
+    embedded_name: str = "demo"
 
 
 @dataclass(frozen=True)

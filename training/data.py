@@ -23,7 +23,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from cascade.constants import CLASS_IDS
 from cascade.imageio import read_image
 from cascade.manifest import Normalization
 from cascade.preprocess import normalize, padded_size
@@ -237,8 +236,8 @@ class ClassifierDataset(_AugmentedDataset):
         masks: Callable[[str], np.ndarray] | None = None,
     ) -> None:
         super().__init__(store, image_ids, normalization, transform, seed, stride)
-        if labels.shape != (len(self.image_ids), len(CLASS_IDS)):
-            raise ValueError(f"labels must have shape ({len(self.image_ids)}, {len(CLASS_IDS)}), got {labels.shape}")
+        if labels.ndim != 2 or labels.shape[0] != len(self.image_ids) or labels.shape[1] < 1:
+            raise ValueError(f"labels must have shape ({len(self.image_ids)}, C), got {labels.shape}")
         self.labels = labels.astype(np.float32)
         self.masks = masks
 
@@ -253,7 +252,7 @@ class ClassifierDataset(_AugmentedDataset):
         coverage = self.store.coverage((image_id, "all"), lambda: masks(image_id))
         image, coverage = self._augment(index, image, coverage)
         tensor = self._tensor(image)
-        target = np.zeros((len(CLASS_IDS), *tensor.shape[1:]), dtype=np.float32)
+        target = np.zeros((self.labels.shape[1], *tensor.shape[1:]), dtype=np.float32)
         target[:, : coverage.shape[0], : coverage.shape[1]] = coverage.transpose(2, 0, 1)
         return tensor, (labels, torch.from_numpy(target))
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cascade.constants import CLASS_IDS
+from cascade.datasource import open_labelled
 from cascade.formats import Annotations, read_annotations
 from cascade.imageio import read_image
 from cascade.metric import DiceReport, dice_pairs
@@ -48,9 +48,9 @@ class Evaluation:
         cascade: Kaggle Dice of the cascade.
         segment_all: Kaggle Dice with every gate open.
         empty: Kaggle Dice of predicting nothing.
-        probabilities: ``(N, 4)`` classifier probabilities.
-        labels: ``(N, 4)`` bool truth.
-        gate: ``(N, 4)`` bool gate decisions of the cascade.
+        probabilities: ``(N, C)`` classifier probabilities.
+        labels: ``(N, C)`` bool truth.
+        gate: ``(N, C)`` bool gate decisions of the cascade.
         grid_scores: class id -> ``(T, P, M)`` held-out Dice over the tuning grid.
     """
 
@@ -67,7 +67,7 @@ class Evaluation:
         from sklearn.metrics import f1_score, roc_auc_score
 
         out = {}
-        for k, class_id in enumerate(CLASS_IDS):
+        for k, class_id in enumerate(self.cascade.class_ids):
             y, p = self.labels[:, k], self.probabilities[:, k]
             auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
             f1 = float(f1_score(y, self.gate[:, k], zero_division=1.0))
@@ -78,7 +78,7 @@ class Evaluation:
         """JSON-ready summary."""
 
         def report(r: DiceReport) -> dict[str, Any]:
-            return {"mean": r.mean, "per_class": dict(zip(map(str, CLASS_IDS), r.per_class, strict=True))}
+            return {"mean": r.mean, "per_class": dict(zip(map(str, r.class_ids), r.per_class, strict=True))}
 
         return {
             "images": self.cascade.n_images,
@@ -97,9 +97,14 @@ def heldout_set(ws: Workspace) -> tuple[Path, Annotations, str]:
     """``(images_dir, annotations, description)`` of the held-out images the configuration names."""
     cfg = ws.config.evaluate
     if cfg.data is not None:
-        root = Path(cfg.data)
-        images = root / ws.config.data.images
-        return images, read_annotations(root / ws.config.data.annotations, images_dir=images), f"folder {root}"
+        data = open_labelled(
+            cfg.data, classes=ws.classes, annotations=ws.config.data.annotations, images=ws.config.data.images,
+            mask_encoding=ws.config.data.mask_encoding,
+        )  # fmt: skip
+        if cfg.split is not None:
+            data = data.split(cfg.split)
+        where = f"{data.kind} {data.root}" + (f", split {cfg.split}" if cfg.split else "")
+        return data.images_dir, data.annotations, f"{where}, {len(data.image_ids)} images"
     if cfg.synth_n > 0:
         root = ws.run_dir / f"heldout-seed{cfg.synth_seed}-n{cfg.synth_n}"
         if not (root / "train.csv").is_file() or len(list((root / "train_images").glob("*.jpg"))) != cfg.synth_n:
@@ -111,11 +116,11 @@ def heldout_set(ws: Workspace) -> tuple[Path, Annotations, str]:
         annotations = read_annotations(root / "train.csv", images_dir=images)
         return images, annotations, f"synthetic, {cfg.synth_n} images, seed {cfg.synth_seed}"
     _, val_ids = ws.tune_split
-    return (
-        ws.store.images_dir,
-        ws.annotations.subset(val_ids),
-        f"validation fold {ws.config.data.tune_fold} of the training data (also used for tuning)",
-    )
+    if ws.config.data.val_split is not None:
+        where = f"split {ws.config.data.val_split!r} of {ws.data_dir}, {len(val_ids)} images (also used for tuning)"
+    else:
+        where = f"validation fold {ws.config.data.tune_fold} of the training data (also used for tuning)"
+    return ws.store.images_dir, ws.annotations.subset(val_ids), where
 
 
 def evaluate_bundle(
@@ -142,6 +147,9 @@ def evaluate_bundle(
     from cascade.predictor import CascadePredictor
 
     predictor = CascadePredictor.from_bundle(path, device=device, runtime="torch")
+    class_ids = predictor.manifest.class_ids
+    if tuple(annotations.class_ids) != class_ids:
+        raise ValueError(f"the held-out data has classes {list(annotations.class_ids)}, the bundle {list(class_ids)}")
     prob_grid, pixel_grid, area_grid = grid
     pairs: dict[str, list[np.ndarray]] = {"cascade": [], "segment_all": [], "empty": []}
     probs, labels, gates, tables = [], [], [], []
@@ -157,26 +165,27 @@ def evaluate_bundle(
         pairs["empty"].append(dice_pairs(np.zeros_like(truth), truth))
         gates.append(raw.probabilities >= np.array([p.prob_threshold for p in predictor.manifest.classes]))
         probs.append(raw.probabilities)
-        labels.append(truth.reshape(len(batch_ids), len(CLASS_IDS), -1).any(axis=2))
+        labels.append(truth.reshape(len(batch_ids), len(class_ids), -1).any(axis=2))
         tables.append(
             np.stack(
                 [
                     dice_tables(
                         np.stack([raw.maps[i][c] for i in range(len(batch_ids))]), truth[:, k], pixel_grid, area_grid
                     )
-                    for k, c in enumerate(CLASS_IDS)
+                    for k, c in enumerate(class_ids)
                 ],
                 axis=1,
             )
         )
     all_tables, all_probs, all_labels = np.concatenate(tables), np.concatenate(probs), np.concatenate(labels)
     scores = {
-        c: grid_scores(all_probs[:, k], all_tables[:, k], ~all_labels[:, k], prob_grid) for k, c in enumerate(CLASS_IDS)
+        c: grid_scores(all_probs[:, k], all_tables[:, k], ~all_labels[:, k], prob_grid) for k, c in enumerate(class_ids)
     }
+    names = predictor.manifest.class_names
     return Evaluation(
-        cascade=DiceReport.from_pairs(np.concatenate(pairs["cascade"])),
-        segment_all=DiceReport.from_pairs(np.concatenate(pairs["segment_all"])),
-        empty=DiceReport.from_pairs(np.concatenate(pairs["empty"])),
+        cascade=DiceReport.from_pairs(np.concatenate(pairs["cascade"]), class_ids, names),
+        segment_all=DiceReport.from_pairs(np.concatenate(pairs["segment_all"]), class_ids, names),
+        empty=DiceReport.from_pairs(np.concatenate(pairs["empty"]), class_ids, names),
         probabilities=all_probs,
         labels=all_labels,
         gate=np.concatenate(gates),
@@ -210,7 +219,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     )  # fmt: skip
     summary = {"data": description, **result.to_dict()}
     (ws.run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2))
-    classes, validation = read_class_params(ws.run_dir)
+    classes, validation = read_class_params(ws.run_dir, ws.class_ids)
     report = write_report(ws.run_dir, ws.config, summary, validation, classes, result, thresholds)
     write_bundle(ws, {"validation": validation, "heldout": summary, "stage_seconds": _stage_seconds(ws.run_dir)})
     logger.info(

@@ -49,6 +49,7 @@ def mine_hard_negatives(
     labels: np.ndarray,
     config: HardNegativeConfig,
     seed: int = 0,
+    class_ids: Sequence[int] = CLASS_IDS,
 ) -> list[HardNegative]:
     """Select, per class, the hard negatives and an optional random share of other images without the class.
 
@@ -58,25 +59,27 @@ def mine_hard_negatives(
 
     Args:
         image_ids: ``N`` image ids.
-        probabilities: ``(N, 4)`` out-of-fold probabilities.
-        labels: ``(N, 4)`` bool truth.
+        probabilities: ``(N, C)`` out-of-fold probabilities.
+        labels: ``(N, C)`` bool truth.
         config: threshold and shares.
         seed: seed of the random draw.
+        class_ids: the ``C`` classes of the columns.
 
     Returns:
         Selected negatives, class by class, hard ones first.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
-    if probabilities.shape != (len(image_ids), len(CLASS_IDS)) or labels.shape != probabilities.shape:
+    class_ids = tuple(class_ids)
+    if probabilities.shape != (len(image_ids), len(class_ids)) or labels.shape != probabilities.shape:
         raise ValueError(
             f"probabilities {probabilities.shape} and labels {labels.shape} "
-            f"must be ({len(image_ids)}, {len(CLASS_IDS)})"
+            f"must be ({len(image_ids)}, {len(class_ids)})"
         )
     rng = np.random.default_rng(seed)
     ids = np.asarray(image_ids, dtype=object)
     out: list[HardNegative] = []
-    for k, class_id in enumerate(CLASS_IDS):
+    for k, class_id in enumerate(class_ids):
         positives = int(labels[:, k].sum())
         negatives = np.flatnonzero(~labels[:, k])
         candidates = negatives[probabilities[negatives, k] >= config.threshold]
@@ -119,7 +122,9 @@ def run(config: PipelineConfig, run_dir: str | Path) -> Path:
     """Stage entry point: read ``classifier/oof.csv``, mine, write ``hard_negatives.csv``."""
     run_dir = Path(run_dir)
     oof = read_oof(run_dir / "classifier" / "oof.csv")
-    negatives = mine_hard_negatives(oof.image_ids, oof.probabilities, oof.labels, config.hard_negatives, config.seed)
+    negatives = mine_hard_negatives(
+        oof.image_ids, oof.probabilities, oof.labels, config.hard_negatives, config.seed, oof.class_ids
+    )
     return write_hard_negatives(run_dir / "hard_negatives.csv", negatives)
 
 

@@ -25,14 +25,16 @@ class OofTable:
     Attributes:
         image_ids: ``N`` image ids.
         folds: ``(N,)`` int fold index of each image's validation fold.
-        probabilities: ``(N, 4)`` float probabilities from the model that did not train on the image.
-        labels: ``(N, 4)`` bool truth.
+        probabilities: ``(N, C)`` float probabilities from the model that did not train on the image.
+        labels: ``(N, C)`` bool truth.
+        class_ids: the ``C`` classes of the columns.
     """
 
     image_ids: tuple[str, ...]
     folds: np.ndarray
     probabilities: np.ndarray
     labels: np.ndarray
+    class_ids: tuple[int, ...] = CLASS_IDS
 
     def select(self, image_ids: Sequence[str]) -> OofTable:
         """Rows of ``image_ids``, in that order.
@@ -45,7 +47,7 @@ class OofTable:
         if missing:
             raise KeyError(f"{len(missing)} image(s) missing from the out-of-fold table, e.g. {missing[:3]}")
         rows = np.array([index[i] for i in image_ids], dtype=np.int64)
-        return OofTable(tuple(image_ids), self.folds[rows], self.probabilities[rows], self.labels[rows])
+        return OofTable(tuple(image_ids), self.folds[rows], self.probabilities[rows], self.labels[rows], self.class_ids)
 
 
 def write_oof(path: str | Path, table: OofTable) -> Path:
@@ -54,7 +56,8 @@ def write_oof(path: str | Path, table: OofTable) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["ImageId", "fold", *(f"prob_{c}" for c in CLASS_IDS), *(f"label_{c}" for c in CLASS_IDS)])
+        ids = table.class_ids
+        writer.writerow(["ImageId", "fold", *(f"prob_{c}" for c in ids), *(f"label_{c}" for c in ids)])
         for i, image_id in enumerate(table.image_ids):
             probs = [f"{p:.6f}" for p in table.probabilities[i]]
             labels = [str(int(v)) for v in table.labels[i]]
@@ -72,14 +75,15 @@ def read_oof(path: str | Path) -> OofTable:
     if not path.is_file():
         raise FileNotFoundError(f"out-of-fold table not found: {path} (run the 'classifier' stage first)")
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        ids = tuple(int(name.removeprefix("prob_")) for name in reader.fieldnames or () if name.startswith("prob_"))
     return OofTable(
         image_ids=tuple(r["ImageId"] for r in rows),
         folds=np.array([int(r["fold"]) for r in rows], dtype=np.int64),
-        probabilities=np.array([[float(r[f"prob_{c}"]) for c in CLASS_IDS] for r in rows], dtype=np.float64).reshape(
-            -1, len(CLASS_IDS)
+        probabilities=np.array([[float(r[f"prob_{c}"]) for c in ids] for r in rows], dtype=np.float64).reshape(
+            -1, len(ids)
         ),
-        labels=np.array([[r[f"label_{c}"] == "1" for c in CLASS_IDS] for r in rows], dtype=bool).reshape(
-            -1, len(CLASS_IDS)
-        ),
+        labels=np.array([[r[f"label_{c}"] == "1" for c in ids] for r in rows], dtype=bool).reshape(-1, len(ids)),
+        class_ids=ids,
     )

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from cascade.bundle import LoadedBundle, save_bundle
+from cascade.classes import SEVERSTAL, ClassSet
 from cascade.constants import CLASS_IDS
 from cascade.manifest import BundleManifest, ClassParams, InputPolicy, ModelSpec, Normalization, make_provenance
 from training.config import PipelineConfig
@@ -50,36 +51,44 @@ def bundle_path(config: PipelineConfig, run_dir: str | Path) -> Path:
 
 
 def build_manifest(
-    config: PipelineConfig, classes: Sequence[ClassParams] | None = None, provenance: Mapping[str, Any] | None = None
+    config: PipelineConfig,
+    class_set: ClassSet = SEVERSTAL,
+    classes: Sequence[ClassParams] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> BundleManifest:
-    """The bundle manifest of a configuration (default ``ClassParams`` when ``classes`` is None)."""
+    """The bundle manifest of a configuration for ``class_set`` (default ``ClassParams`` when ``classes`` is None)."""
     inp = config.input
     seg = config.segmenter
     return BundleManifest(
+        class_ids=class_set.ids,
+        class_names=class_set.names,
+        class_colours=class_set.colours,
+        image_size=image_size,
         classifier=ModelSpec(arch="timm", name=config.classifier.backbone, kwargs=config.classifier.kwargs),
-        segmenters={c: ModelSpec(arch=seg.arch, name=seg.encoder, kwargs=seg.kwargs_for(c)) for c in CLASS_IDS},
+        segmenters={c: ModelSpec(arch=seg.arch, name=seg.encoder, kwargs=seg.kwargs_for(c)) for c in class_set.ids},
         normalization=Normalization(mean=inp.mean, std=inp.std),
         input_policy=InputPolicy(mode=inp.mode, stride=inp.stride, scale=inp.scale),
-        classes=tuple(classes) if classes is not None else tuple(ClassParams() for _ in CLASS_IDS),
+        classes=tuple(classes) if classes is not None else tuple(ClassParams() for _ in class_set.ids),
         tta=config.package.tta,
         provenance=dict(provenance or {}),
     )
 
 
 def load_trained(ws: Workspace) -> tuple[nn.Module, dict[int, nn.Module]]:
-    """The final classifier and the four segmenters from the run folder (eval mode, CPU).
+    """The final classifier and the per-class segmenters from the run folder (eval mode, CPU).
 
     Raises:
         FileNotFoundError: a stage's weights are missing (the message names the stage to run).
     """
     run_dir = ws.run_dir
-    classifier = build_classifier(ws.config)
+    classifier = build_classifier(ws.config, len(ws.class_ids))
     path = run_dir / "classifier" / "final" / "classifier.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (run the 'classifier' stage first)")
     classifier.load_state_dict(load_checkpoint(path)["model"])
     segmenters: dict[int, nn.Module] = {}
-    for class_id in CLASS_IDS:
+    for class_id in ws.class_ids:
         path = run_dir / "segmenter" / f"class{class_id}" / "best.pt"
         if not path.is_file():
             raise FileNotFoundError(
@@ -90,7 +99,9 @@ def load_trained(ws: Workspace) -> tuple[nn.Module, dict[int, nn.Module]]:
     return classifier.eval(), {cid: m.eval() for cid, m in segmenters.items()}
 
 
-def read_class_params(run_dir: str | Path) -> tuple[tuple[ClassParams, ...], dict[str, Any]]:
+def read_class_params(
+    run_dir: str | Path, class_ids: Sequence[int] = CLASS_IDS
+) -> tuple[tuple[ClassParams, ...], dict[str, Any]]:
     """Tuned ``ClassParams`` and validation metrics from ``thresholds.json``.
 
     Raises:
@@ -100,35 +111,46 @@ def read_class_params(run_dir: str | Path) -> tuple[tuple[ClassParams, ...], dic
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (run the 'tune' stage first)")
     record = json.loads(path.read_text())
-    classes = tuple(ClassParams(**record["classes"][str(c)]["params"]) for c in CLASS_IDS)
+    missing = [c for c in class_ids if str(c) not in record["classes"]]
+    if missing:
+        raise ValueError(f"{path} has no thresholds for classes {missing}; rerun the 'tune' stage")
+    classes = tuple(ClassParams(**record["classes"][str(c)]["params"]) for c in class_ids)
     return classes, record["validation"]
 
 
 def in_memory_bundle(ws: Workspace, classes: Sequence[ClassParams] | None = None) -> LoadedBundle:
     """A ``LoadedBundle`` of the run's networks without writing a file (for tuning)."""
     classifier, segmenters = load_trained(ws)
-    return LoadedBundle(build_manifest(ws.config, classes), classifier, segmenters, ws.run_dir)
+    manifest = build_manifest(ws.config, ws.classes, classes, image_size=ws.image_size)
+    return LoadedBundle(manifest, classifier, segmenters, ws.run_dir)
 
 
 def _dataset_record(ws: Workspace) -> dict[str, Any]:
+    data = ws.config.data
     return {
         "dir": str(ws.data_dir),
-        "annotations": ws.config.data.annotations,
+        "kind": ws.data.kind,
+        "annotations": data.annotations if ws.data.kind == "kaggle-csv" else None,
         "images": len(ws.image_ids),
+        "classes": ws.classes.to_dict()["classes"],
         "class_counts": list(ws.annotations.class_counts()),
-        "n_folds": ws.config.data.n_folds,
-        "tune_fold": ws.config.data.tune_fold,
+        "image_size": list(ws.image_size) if ws.image_size else None,
+        "train_split": data.train_split,
+        "val_split": data.val_split,
+        "split_sizes": {name: len(ids) for name, ids in ws.data.splits.items()},
+        "n_folds": data.n_folds,
+        "tune_fold": data.tune_fold,
     }
 
 
 def write_bundle(ws: Workspace, metrics: Mapping[str, Any], path: Path | None = None) -> Path:
     """Save the run's bundle with the tuned thresholds and ``metrics`` in its provenance."""
-    classes, _ = read_class_params(ws.run_dir)
+    classes, _ = read_class_params(ws.run_dir, ws.class_ids)
     classifier, segmenters = load_trained(ws)
     provenance = make_provenance(
         dataset=_dataset_record(ws), metrics=metrics, config=config_to_dict(ws.config), recipe=ws.config.name
     )
-    manifest = build_manifest(ws.config, classes, provenance)
+    manifest = build_manifest(ws.config, ws.classes, classes, provenance, ws.image_size)
     path = path or bundle_path(ws.config, ws.run_dir)
     save_bundle(path, manifest, classifier, segmenters, dtype=torch.float16 if ws.config.package.half else None)
     logger.info("bundle written to %s (%.1f MB)", path, path.stat().st_size / 2**20)
@@ -138,33 +160,34 @@ def write_bundle(ws: Workspace, metrics: Mapping[str, Any], path: Path | None = 
 def run(ws: Workspace, resume: bool = False) -> Path:
     """Stage entry point: write the bundle with the validation metrics of the tuning stage."""
     del resume
-    _, validation = read_class_params(ws.run_dir)
+    _, validation = read_class_params(ws.run_dir, ws.class_ids)
     return write_bundle(ws, {"validation": validation})
 
 
-def install_embedded(path: str | Path) -> Path:
-    """Copy a bundle file to ``cascade/data/demo.cascade.safetensors`` (the package's embedded demo bundle).
+def install_embedded(path: str | Path, name: str = "demo") -> Path:
+    """Copy a bundle file to ``cascade/data/<name>.cascade.safetensors`` (a bundle the package ships by name).
 
     Raises:
         ValueError: the bundle is not a single ``*.safetensors`` file, or is larger than ``EMBEDDED_MAX_BYTES``.
     """
     import cascade
     from cascade.bundle import read_manifest
-    from cascade.embedded import EMBEDDED_BUNDLE_FILE
 
     path = Path(path)
+    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise ValueError(f"embedded bundle name {name!r} must be letters, digits, '-' or '_'")
     if path.suffix != ".safetensors" or not path.is_file():
         raise ValueError(f"only a single-file bundle (*.safetensors) can be embedded, got {path}")
     size = path.stat().st_size
     if size > EMBEDDED_MAX_BYTES:
         raise ValueError(f"bundle {path} is {size / 2**20:.1f} MB; the embedded bundle must be <= 20 MB")
     read_manifest(path)
-    target = Path(cascade.__file__).resolve().parent / "data" / EMBEDDED_BUNDLE_FILE
+    target = Path(cascade.__file__).resolve().parent / "data" / f"{name}.cascade.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(path, tmp)
     tmp.replace(target)
-    logger.info("installed %s as the embedded demo bundle %s", path, target)
+    logger.info("installed %s as the embedded bundle %r: %s", path, name, target)
     return target
 
 

@@ -130,7 +130,7 @@ def run_pipeline(
         if install_embedded and ctx.is_main:
             if not bundle.is_file():
                 raise FileNotFoundError(f"{bundle} not found; run the 'package' stage before --install-embedded")
-            installed = install(bundle)
+            installed = install(bundle, config.package.embedded_name)
         barrier()
         return PipelineResult(run_dir, tuple(ran), seconds, bundle if bundle.is_file() else None, installed)
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from cascade.classes import MAX_CLASS_ID
 from training.config import PipelineConfig
 
 __all__ = ["config_from_dict", "config_to_dict", "load_config"]
@@ -165,9 +166,12 @@ def _validate(config: PipelineConfig) -> None:
     if not 0 <= config.data.tune_fold < config.data.n_folds:
         raise ValueError(f"data.tune_fold={config.data.tune_fold} must be in [0, {config.data.n_folds - 1}]")
     for key in ("class_ids", "class_epochs", "class_kwargs"):
-        bad = sorted(set(getattr(config.segmenter, key)) - {1, 2, 3, 4})
+        bad = sorted(c for c in getattr(config.segmenter, key) if not 1 <= c <= MAX_CLASS_ID)
         if bad:
-            raise ValueError(f"segmenter.{key} has unknown class ids {bad}; allowed: [1, 2, 3, 4]")
+            raise ValueError(f"segmenter.{key} has invalid class ids {bad}; allowed: 1..{MAX_CLASS_ID}")
+    _check_choice("data.mask_encoding", config.data.mask_encoding, ("auto", "index", "bits"))
+    if config.data.val_split is not None and config.data.val_split == config.data.train_split:
+        raise ValueError(f"data.val_split and data.train_split are both {config.data.val_split!r}")
     bad_tta = sorted(set(config.package.tta) - {"hflip", "vflip"})
     if bad_tta:
         raise ValueError(f"package.tta has unknown entries {bad_tta}; allowed: ['hflip', 'vflip']")

@@ -37,6 +37,8 @@ def plot_sweeps(
     grid: Mapping[str, Sequence[float]],
     chosen: Sequence[ClassParams],
     curves: Mapping[str, Mapping[int, np.ndarray]],
+    class_ids: Sequence[int] = CLASS_IDS,
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> Path:
     """Dice against each parameter, per class, through the chosen point.
 
@@ -49,8 +51,9 @@ def plot_sweeps(
     plt = _pyplot()
     axes_names = (("prob_thresholds", "probability threshold"), ("pixel_thresholds", "pixel threshold"),
                   ("min_areas", "min area (px)"))  # fmt: skip
-    fig, axes = plt.subplots(3, len(CLASS_IDS), figsize=(4 * len(CLASS_IDS), 9), squeeze=False)
-    for k, class_id in enumerate(CLASS_IDS):
+    class_ids, class_names = tuple(class_ids), tuple(class_names)
+    fig, axes = plt.subplots(3, len(class_ids), figsize=(4 * len(class_ids), 9), squeeze=False)
+    for k, class_id in enumerate(class_ids):
         params = chosen[k]
         point = (
             list(grid["prob_thresholds"]).index(params.prob_threshold),
@@ -66,7 +69,7 @@ def plot_sweeps(
             ax.axvline(grid[key][point[row]], color="gray", linestyle=":", linewidth=1)
             ax.set_xlabel(label)
             if row == 0:
-                ax.set_title(f"class {class_id} ({CLASS_NAMES[k]})")
+                ax.set_title(f"class {class_id} ({class_names[k]})")
             if k == 0:
                 ax.set_ylabel("class Dice")
             ax.grid(alpha=0.3)
@@ -77,10 +80,15 @@ def plot_sweeps(
     return path
 
 
-def plot_per_class(path: Path, reports: Mapping[str, Sequence[float]]) -> Path:
+def plot_per_class(
+    path: Path,
+    reports: Mapping[str, Sequence[float]],
+    class_ids: Sequence[int] = CLASS_IDS,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> Path:
     """Grouped bars of per-class Dice (and the mean) for each named result (cascade, segment_all, empty)."""
     plt = _pyplot()
-    labels = [f"{c} {n}" for c, n in zip(CLASS_IDS, CLASS_NAMES, strict=True)] + ["mean"]
+    labels = [f"{c} {n}" for c, n in zip(class_ids, class_names, strict=True)] + ["mean"]
     x = np.arange(len(labels))
     width = 0.8 / max(1, len(reports))
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -97,11 +105,11 @@ def plot_per_class(path: Path, reports: Mapping[str, Sequence[float]]) -> Path:
     return path
 
 
-def plot_confusion(path: Path, labels: np.ndarray, decisions: np.ndarray) -> Path:
+def plot_confusion(path: Path, labels: np.ndarray, decisions: np.ndarray, class_ids: Sequence[int] = CLASS_IDS) -> Path:
     """The gate's 2x2 confusion matrix per class (rows: truth absent/present; columns: gate closed/open)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(CLASS_IDS), figsize=(3.2 * len(CLASS_IDS), 3.2), squeeze=False)
-    for k, class_id in enumerate(CLASS_IDS):
+    fig, axes = plt.subplots(1, len(class_ids), figsize=(3.2 * len(class_ids), 3.2), squeeze=False)
+    for k, class_id in enumerate(class_ids):
         y, d = labels[:, k].astype(bool), decisions[:, k].astype(bool)
         matrix = np.array([[np.sum(~y & ~d), np.sum(~y & d)], [np.sum(y & ~d), np.sum(y & d)]])
         ax = axes[0][k]
@@ -132,21 +140,22 @@ def write_report(
 ) -> Path:
     """Write ``report.md`` and its plots into ``run_dir``; returns the report's path."""
     grid = thresholds["grid"]
+    class_ids, class_names = result.cascade.class_ids, result.cascade.class_names
     curves: dict[str, dict[int, np.ndarray]] = {"held-out": result.grid_scores}
     tune_path = run_dir / "tune_scores.npz"
     if tune_path.is_file():
         with np.load(tune_path) as data:
-            curves = {"validation": {c: data[f"class{c}"] for c in CLASS_IDS}, **curves}
-    plot_sweeps(run_dir / "sweeps.png", grid, classes, curves)
+            curves = {"validation": {c: data[f"class{c}"] for c in class_ids}, **curves}
+    plot_sweeps(run_dir / "sweeps.png", grid, classes, curves, class_ids, class_names)
     per_class = {
         "cascade": [*result.cascade.per_class, result.cascade.mean],
         "segment_all": [*result.segment_all.per_class, result.segment_all.mean],
         "all-empty": [*result.empty.per_class, result.empty.mean],
     }
-    plot_per_class(run_dir / "per_class_dice.png", per_class)
-    plot_confusion(run_dir / "confusion.png", result.labels, result.gate)
-    header = "| | mean | " + " | ".join(f"class {c}" for c in CLASS_IDS) + " |"
-    rule = "|---|---|" + "---|" * len(CLASS_IDS)
+    plot_per_class(run_dir / "per_class_dice.png", per_class, class_ids, class_names)
+    plot_confusion(run_dir / "confusion.png", result.labels, result.gate, class_ids)
+    header = "| | mean | " + " | ".join(f"{c} {n}" for c, n in zip(class_ids, class_names, strict=True)) + " |"
+    rule = "|---|---|" + "---|" * len(class_ids)
     clf = summary["classifier"]
     lines = [
         f"# Evaluation report: {config.name}",
@@ -174,7 +183,7 @@ def write_report(
         "|---|---|---|---|",
         *(
             f"| {c} | {clf[str(c)]['positives']} | {clf[str(c)]['auc']:.4f} | {clf[str(c)]['f1']:.4f} |"
-            for c in CLASS_IDS
+            for c in class_ids
         ),
         "",
         "![gate confusion matrices](confusion.png)",
@@ -185,7 +194,7 @@ def write_report(
         "|---|---|---|---|",
         *(
             f"| {c} | {p.prob_threshold:.2f} | {p.pixel_threshold:.2f} | {p.min_area} |"
-            for c, p in zip(CLASS_IDS, classes, strict=True)
+            for c, p in zip(class_ids, classes, strict=True)
         ),
         "",
         "Threshold sweeps (each parameter varied with the other two at their chosen values):",

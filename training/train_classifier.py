@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from cascade.constants import CLASS_IDS
 from training.config import PipelineConfig
 from training.data import ClassifierDataset, build_augmentations, make_train_loader
 from training.deep_supervision import MaskSupervisedClassifier, MaskSupervisedLoss, unwrap_classifier
@@ -73,9 +72,9 @@ def _model_and_loss(ws: Workspace) -> tuple[nn.Module, nn.Module]:
     from models import create_loss
 
     config = ws.config.classifier
-    model, loss = build_classifier(ws.config), create_loss(config.loss.name, **config.loss.kwargs)
+    model, loss = build_classifier(ws.config, len(ws.class_ids)), create_loss(config.loss.name, **config.loss.kwargs)
     if config.aux_mask_weight > 0:
-        return MaskSupervisedClassifier(model, len(CLASS_IDS)), MaskSupervisedLoss(loss, config.aux_mask_weight)
+        return MaskSupervisedClassifier(model, len(ws.class_ids)), MaskSupervisedLoss(loss, config.aux_mask_weight)
     return model, loss
 
 
@@ -210,7 +209,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         probabilities[rows], folds[rows] = probs, k
         best_epochs.append(best_epoch)
     if ws.ctx.is_main:
-        write_oof(out / "oof.csv", OofTable(tuple(ws.image_ids), folds, probabilities, ws.labels))
+        write_oof(out / "oof.csv", OofTable(tuple(ws.image_ids), folds, probabilities, ws.labels, ws.class_ids))
         logger.info("out-of-fold classifier metrics: %s", classifier_metrics(probabilities, ws.labels))
     final = out / "final" / CLASSIFIER_FILE
     if config.classifier.final == "refit":

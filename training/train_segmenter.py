@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from cascade.constants import CLASS_IDS
 from training.data import SegmenterDataset, build_augmentations, make_train_loader
 from training.inference import segmenter_dice
 from training.loop import fit
@@ -41,7 +40,7 @@ def segmenter_image_ids(ws: Workspace, class_id: int, split_ids: Sequence[str]) 
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (run the 'hard_negatives' stage first)")
     negatives = {n.image_id for n in read_hard_negatives(path) if n.class_id == class_id}
-    k = CLASS_IDS.index(class_id)
+    k = ws.classes.index(class_id)
     labels = ws.labels_of(list(split_ids))
     positives = [i for i, has in zip(split_ids, labels[:, k], strict=True) if has]
     return positives + [i for i in split_ids if i in negatives]
@@ -113,7 +112,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     """
     out = ws.run_dir / "segmenter"
     ws.store.preload(ws.image_ids, show_progress=ws.ctx.is_main)
-    for class_id in ws.config.segmenter.class_ids:
+    for class_id in ws.segmenter_class_ids:
         done = out / f"class{class_id}" / "done.json"
         if resume and done.is_file():
             logger.info("segmenter %d already trained; skipping", class_id)

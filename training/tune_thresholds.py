@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cascade.constants import CLASS_IDS
 from cascade.imageio import read_image
 from cascade.manifest import ClassParams
 from training.oof import read_oof
@@ -52,16 +51,17 @@ def compute_dice_tables(
         predictor: a ``CascadePredictor``.
         images_dir: folder of the images.
         image_ids: images to use.
-        truth_masks: callable ``(image_id, (H, W)) -> (4, H, W)`` bool truth.
+        truth_masks: callable ``(image_id, (H, W)) -> (C, H, W)`` bool truth.
         pixel_thresholds: pixel grid (P values).
         min_areas: min-area grid (M values).
         batch_size: images per ``infer`` call.
         show_progress: tqdm bar.
 
     Returns:
-        ``(tables (N, 4, P, M), truth_empty (N, 4) bool, probabilities (N, 4))`` — the probabilities are the
+        ``(tables (N, C, P, M), truth_empty (N, C) bool, probabilities (N, C))`` — the probabilities are the
         predictor's own (not out-of-fold).
     """
+    class_ids = predictor.manifest.class_ids  # type: ignore[attr-defined]
     tables, empty, probs = [], [], []
     starts = range(0, len(image_ids), batch_size)
     for start in tqdm(starts, desc="tuning maps", leave=False, disable=not show_progress):
@@ -70,11 +70,11 @@ def compute_dice_tables(
         raw = predictor.infer(images, mode="segment_all", image_ids=ids)  # type: ignore[attr-defined]
         truth = np.stack([truth_masks(i, image.shape[:2]) for i, image in zip(ids, images, strict=True)])
         per_class = []
-        for k, class_id in enumerate(CLASS_IDS):
+        for k, class_id in enumerate(class_ids):
             maps = np.stack([raw.maps[i][class_id] for i in range(len(ids))]).astype(np.float32, copy=False)
             per_class.append(dice_tables(maps, truth[:, k], pixel_thresholds, min_areas))
         tables.append(np.stack(per_class, axis=1))
-        empty.append(~truth.reshape(len(ids), len(CLASS_IDS), -1).any(axis=2))
+        empty.append(~truth.reshape(len(ids), len(class_ids), -1).any(axis=2))
         probs.append(raw.probabilities)
     return np.concatenate(tables), np.concatenate(empty), np.concatenate(probs)
 
@@ -96,7 +96,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         grid.batch_size, ws.ctx.is_main,
     )  # fmt: skip
     results: dict[int, ClassTuning] = {}
-    for k, class_id in enumerate(CLASS_IDS):
+    for k, class_id in enumerate(ws.class_ids):
         results[class_id] = tune_class(
             oof.probabilities[:, k], tables[:, k], empty[:, k], grid.prob_thresholds, grid.pixel_thresholds,
             grid.min_areas, grid.tolerance,
@@ -135,7 +135,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     path = ws.run_dir / "thresholds.json"
     path.write_text(json.dumps(record, indent=2))
     np.savez_compressed(ws.run_dir / "tune_scores.npz", **{f"class{c}": r.scores for c, r in results.items()})
-    for class_id in CLASS_IDS:  # validate what we wrote
+    for class_id in ws.class_ids:  # validate what we wrote
         ClassParams(**record["classes"][str(class_id)]["params"])
     logger.info(
         "tuned on %d validation images: cascade %.4f, segment_all %.4f, all-empty %.4f",

@@ -19,8 +19,8 @@ def train(
         None,
         "--data",
         "-d",
-        file_okay=False,
-        help="Training data folder (train.csv + train_images/); overrides the recipe's data.dir.",
+        help="Training data, auto-detected: a Kaggle CSV folder (train.csv + train_images/), a Pascal VOC set "
+        "(JPEGImages/ + SegmentationClass/) or a mask folder (images/ + masks/); overrides the recipe's data.dir.",
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", file_okay=False, help="Run folder (default: the recipe's 'out')."
@@ -30,7 +30,9 @@ def train(
         False, "--resume", help="Skip finished stages and continue interrupted training from its last checkpoint."
     ),
     install_embedded: bool = typer.Option(
-        False, "--install-embedded", help="Install the resulting bundle as the package's embedded demo bundle."
+        False,
+        "--install-embedded",
+        help="Ship the resulting bundle in the package under the recipe's package.embedded_name (default demo).",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe value, e.g. --set classifier.train.epochs=2 (repeatable)."
@@ -41,6 +43,7 @@ def train(
     Multi-GPU / multi-node: launch the same command under torchrun, e.g.
     `torchrun --nproc_per_node=4 -m cascade.cli.main train --config configs/severstal-gpu.yaml`.
     """
+    from cascade.datasource import DataSourceError
     from training.pipeline import parse_overrides, run_pipeline
     from training.recipe import load_config
 
@@ -53,7 +56,7 @@ def train(
         raise typer.BadParameter(str(exc)) from exc
     try:
         result = run_pipeline(recipe, out, stages=stage or None, resume=resume, install_embedded=install_embedded)
-    except FileNotFoundError as exc:  # missing data or an earlier stage's output: say which, no traceback
+    except (FileNotFoundError, DataSourceError) as exc:  # missing/bad data or an earlier stage's output: no traceback
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     for name, seconds in result.seconds.items():
@@ -65,7 +68,7 @@ def train(
     if report.is_file():
         print(f"report: {report}")
     if result.installed is not None:
-        print(f"installed embedded demo bundle: {result.installed}")
+        print(f"installed embedded bundle {recipe.package.embedded_name!r}: {result.installed}")
 
 
 def register(app: typer.Typer) -> None:

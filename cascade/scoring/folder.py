@@ -113,20 +113,21 @@ def submission_header(layout: Layout) -> str:
     return _csv_line(layout.columns)
 
 
-def format_image_rows(image_id: str, rles: Sequence[str], layout: Layout) -> str:
+def format_image_rows(image_id: str, rles: Sequence[str], layout: Layout, class_ids: Sequence[int] = CLASS_IDS) -> str:
     """One image's submission lines, newline-terminated, as ``cascade.formats.write_submission`` writes them.
 
     Args:
         image_id: the image's file name.
-        rles: four RLE strings in class-id order ('' = class absent).
-        layout: ``Layout.IMAGE_CLASS`` (four ``<id>_<class>,rle`` lines) or ``Layout.LONG`` (one
+        rles: one RLE string per class in ``class_ids`` order ('' = class absent).
+        layout: ``Layout.IMAGE_CLASS`` (one ``<id>_<class>,rle`` line per class) or ``Layout.LONG`` (one
             ``<id>,<class>,rle`` line per non-empty RLE; none for an image without defects).
+        class_ids: the bundle's class ids.
     """
-    if len(rles) != len(CLASS_IDS):
-        raise ValueError(f"{image_id}: got {len(rles)} RLE strings, expected {len(CLASS_IDS)} (one per class)")
+    if len(rles) != len(class_ids):
+        raise ValueError(f"{image_id}: got {len(rles)} RLE strings, expected {len(class_ids)} (one per class)")
     if layout is Layout.IMAGE_CLASS:
-        return "".join(_csv_line((f"{image_id}_{cid}", rle)) for cid, rle in zip(CLASS_IDS, rles, strict=True))
-    return "".join(_csv_line((image_id, str(cid), rle)) for cid, rle in zip(CLASS_IDS, rles, strict=True) if rle)
+        return "".join(_csv_line((f"{image_id}_{cid}", rle)) for cid, rle in zip(class_ids, rles, strict=True))
+    return "".join(_csv_line((image_id, str(cid), rle)) for cid, rle in zip(class_ids, rles, strict=True) if rle)
 
 
 def format_error_line(image_id: str, reason: str) -> str:
@@ -190,7 +191,7 @@ def _check_header(data: bytes, header: str, path: Path, what: str) -> bool:
     )
 
 
-def _read_submission(path: Path, layout: Layout) -> tuple[tuple[str, ...], int]:
+def _read_submission(path: Path, layout: Layout, class_ids: Sequence[int] = CLASS_IDS) -> tuple[tuple[str, ...], int]:
     """Images whose rows are certainly all in ``path``, in file order, and the byte length of those rows.
 
     An image's rows are in class order; in ``IMAGE_CLASS`` there are four, in ``LONG`` only the positive ones,
@@ -201,27 +202,34 @@ def _read_submission(path: Path, layout: Layout) -> tuple[tuple[str, ...], int]:
     if not _check_header(data, header, path, f"the {layout.name} layout"):
         return (), 0
     lines, ends = _complete_lines(data, len(header.encode()))
+    ids = list(class_ids)
     done: list[str] = []
     valid = len(header.encode())  # end of the last certainly complete image
     current: str | None = None
     last_cid = 0
     for i, line in enumerate(lines):
         image_id, cid = _parse_row(line, layout, path, i + 2)
-        if image_id != current and current is not None and layout is Layout.IMAGE_CLASS and last_cid != 4:
-            raise ResumeError(f"{path}:{i + 2}: {current!r} has {last_cid} of 4 rows; pass overwrite (--overwrite)")
+        if image_id != current and current is not None and layout is Layout.IMAGE_CLASS and last_cid != ids[-1]:
+            raise ResumeError(
+                f"{path}:{i + 2}: {current!r} lacks rows after class {last_cid} (classes {ids}); "
+                "pass overwrite (--overwrite)"
+            )
         if image_id != current:
             if current is not None:
                 done.append(current)
                 valid = ends[i - 1]
             current, last_cid = image_id, 0
-        expected_ok = cid == last_cid + 1 if layout is Layout.IMAGE_CLASS else last_cid < cid <= CLASS_IDS[-1]
+        if layout is Layout.IMAGE_CLASS:
+            expected_ok = cid in ids and ids.index(cid) == (ids.index(last_cid) + 1 if last_cid else 0)
+        else:
+            expected_ok = cid in ids and last_cid < cid
         if not expected_ok:
             raise ResumeError(
                 f"{path}:{i + 2}: row for {image_id!r} class {cid} is out of order after class {last_cid}; "
                 "pass overwrite (--overwrite) to replace it"
             )
         last_cid = cid
-    if current is not None and last_cid == CLASS_IDS[-1]:
+    if current is not None and last_cid == ids[-1]:
         done.append(current)
         valid = ends[-1]
     return tuple(done), valid
@@ -241,13 +249,16 @@ def _read_errors(path: Path) -> tuple[tuple[ImageError, ...], int]:
     return tuple(errors), ends[-1] if ends else len(ERRORS_HEADER)
 
 
-def read_resume_state(out_csv: str | Path, layout: Layout, image_ids: Sequence[str]) -> ResumeState:
+def read_resume_state(
+    out_csv: str | Path, layout: Layout, image_ids: Sequence[str], class_ids: Sequence[int] = CLASS_IDS
+) -> ResumeState:
     """Read what an earlier run of the same job left in ``out_csv`` and its errors file.
 
     Args:
         out_csv: the submission path.
         layout: the layout the run writes; an existing file in another layout is refused.
         image_ids: the folder listing, in scoring order.
+        class_ids: the bundle's class ids (the rows each image has).
 
     Returns:
         The finished images and the valid byte lengths to truncate both files to.
@@ -261,7 +272,7 @@ def read_resume_state(out_csv: str | Path, layout: Layout, image_ids: Sequence[s
         return ResumeState()
     err_path = errors_path(out_csv)
     try:
-        done, csv_bytes = _read_submission(out_csv, layout)
+        done, csv_bytes = _read_submission(out_csv, layout, class_ids)
         if csv_bytes == 0:
             return ResumeState()
         errors, errors_bytes = _read_errors(err_path) if err_path.is_file() else ((), 0)

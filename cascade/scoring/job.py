@@ -11,9 +11,11 @@ are already written are predicted again and dropped.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cascade.constants import CLASS_IDS
 from cascade.formats import Layout
 from cascade.results import ImagePrediction
 from cascade.scoring.folder import ResumeState, list_images, read_resume_state
@@ -49,8 +51,17 @@ class FolderJob:
         return len(self.image_ids) - len(self.pending)
 
 
-def plan_job(images_dir: str | Path, out_csv: str | Path, layout: Layout, batch_size: int, resume: bool) -> FolderJob:
+def plan_job(
+    images_dir: str | Path,
+    out_csv: str | Path,
+    layout: Layout,
+    batch_size: int,
+    resume: bool,
+    class_ids: Sequence[int] = CLASS_IDS,
+) -> FolderJob:
     """List the folder, read back an earlier run (when ``resume``) and cut the remaining work into batches.
+
+    ``class_ids`` are the bundle's classes (the rows each image has in the submission).
 
     Raises:
         ValueError: ``batch_size`` < 1.
@@ -60,7 +71,7 @@ def plan_job(images_dir: str | Path, out_csv: str | Path, layout: Layout, batch_
         raise ValueError(f"batch_size={batch_size}; allowed: an integer >= 1")
     folder, out_csv = Path(images_dir), Path(out_csv)
     image_ids = tuple(list_images(folder))
-    state = read_resume_state(out_csv, layout, image_ids) if resume else ResumeState()
+    state = read_resume_state(out_csv, layout, image_ids, class_ids) if resume else ResumeState()
     known_bad = {e.image_id for e in state.errors}
     finished = set(state.done) | known_bad
     pending = tuple(n for n in image_ids if n not in finished)

@@ -137,11 +137,18 @@ def score_folder_ray(
     sizes = (actors, actors) if isinstance(actors, int) else tuple(actors)
     if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1]:
         raise ValueError(f"actors={actors!r}; allowed: n >= 1 or (min, max) with 1 <= min <= max")
-    job = plan_job(images_dir, out_csv, layout, batch_size, resume)
+    from cascade.bundle import read_manifest
+    from cascade.embedded import resolve_bundle
+
+    class_ids = read_manifest(resolve_bundle(bundle)).class_ids
+    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids)
     ray = _import_ray() if job.batches else None
     tally = JobTally(job, "ray")
     cancelled = False
-    with OrderedSink(job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync) as sink:
+    sink = OrderedSink(
+        job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync, class_ids=class_ids
+    )
+    with sink:
         if progress is not None:
             progress(tally.progress(sink, []))
         if ray is not None:
@@ -155,7 +162,10 @@ def score_folder_ray(
                 _PredictActor,
                 fn_constructor_kwargs={
                     "folder": str(job.folder.resolve()),
-                    "bundle": None if bundle is None else str(Path(bundle).resolve()),
+                    # a path is resolved here; None and shipped names are resolved by each worker's package
+                    "bundle": None
+                    if bundle is None
+                    else (str(Path(bundle).resolve()) if Path(bundle).exists() else str(bundle)),
                     "device": device,
                     "runtime": runtime,
                     "threads": threads,

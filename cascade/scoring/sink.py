@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from cascade.constants import CLASS_IDS
 from cascade.formats import Layout
 from cascade.scoring.folder import (
     ERRORS_HEADER,
@@ -58,10 +59,12 @@ class OrderedSink:
         state: ResumeState,
         *,
         fsync: bool = True,
+        class_ids: Sequence[int] = CLASS_IDS,
     ) -> None:
         self.out_csv = Path(out_csv)
         self.errors_csv = Path(errors_csv)
         self._layout = layout
+        self._class_ids = tuple(class_ids)
         self._pending = list(pending)
         self._next = 0
         self._ready: dict[str, tuple[Sequence[str] | None, str | None]] = {}
@@ -86,7 +89,7 @@ class OrderedSink:
         return len(self._pending) - self._next
 
     def add_result(self, image_id: str, rles: Sequence[str]) -> None:
-        """Queue one image's four RLE strings (class-id order)."""
+        """Queue one image's RLE strings (one per class, class-id order)."""
         self._ready[image_id] = (list(rles), None)
 
     def add_error(self, image_id: str, reason: str) -> None:
@@ -105,7 +108,7 @@ class OrderedSink:
                 errs.append(format_error_line(image_id, reason or "unknown error"))
                 self.errors.append(ImageError(image_id, " ".join((reason or "unknown error").split())))
             else:
-                rows.append(format_image_rows(image_id, rles, self._layout))
+                rows.append(format_image_rows(image_id, rles, self._layout, self._class_ids))
             written.append(image_id)
             self._next += 1
         if errs:

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cascade.manifest import ClassParams
 from service.deps import ERROR_RESPONSES, get_state, guard_worker, ready_state, require_api_key, worker_of
-from service.encoding import CLASS_COLOURS, prediction_body
+from service.encoding import prediction_body
 from service.errors import ServiceError
 from service.routes.predict import UPLOAD_ERRORS
 from service.schemas import ErrorResponse, GuiClass, GuiConfig, PostprocessRequest, SampleInfo, SessionResponse
@@ -55,9 +55,9 @@ async def config(state: ServiceState = Depends(ready_state)) -> GuiConfig:
         runtime=str(getattr(state.predictor, "runtime_name", "unknown")),
         device=str(getattr(state.predictor, "device", "unknown")),
         classes=[
-            GuiClass(class_id=cid, name=name, colour=CLASS_COLOURS[k], params=dataclasses.asdict(params))
-            for k, (cid, name, params) in enumerate(
-                zip(manifest.class_ids, manifest.class_names, manifest.classes, strict=True)
+            GuiClass(class_id=cid, name=name, colour=colour, params=dataclasses.asdict(params))
+            for cid, name, colour, params in zip(
+                manifest.class_ids, manifest.class_names, manifest.class_colours, manifest.classes, strict=True
             )
         ],
         samples=_sample_list(state),
