@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cascade.cli.main import app
@@ -25,7 +29,8 @@ def _invoke(*args: str):
 def test_help() -> None:
     result = runner.invoke(app, ["predict", "--help"])
     assert result.exit_code == 0
-    for option in ("--out", "--bundle", "--batch-size", "--workers", "--masks", "--engine", "--overwrite", "--json"):
+    options = ("--out", "--bundle", "--batch-size", "--workers", "--masks", "--engine", "--overwrite", "--json")
+    for option in (*options, "--stall-timeout"):
         assert option in result.output
 
 
@@ -93,3 +98,40 @@ def test_bad_choices(score_dir: Path, tmp_path: Path) -> None:
     for option, value in (("--layout", "wide"), ("--engine", "spark"), ("--actors", "3,1")):
         result = runner.invoke(app, ["predict", str(score_dir), "--out", str(tmp_path / "s.csv"), option, value])
         assert result.exit_code == 2 and "allowed" in result.output, (option, result.output)
+
+
+class _StuckPredictor:
+    """Every ``predict`` blocks until ``release`` is set, like a deadlocked first inference."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def predict(self, images, image_ids=None, mode="cascade"):
+        self.release.wait(timeout=60)
+        raise RuntimeError("released")
+
+
+def test_stalled_run_exits_3_with_thread_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stuck folder run ends with exit code 3, every thread's stack and a one-line error on stderr."""
+    import cascade.cli.predict as predict_cli
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((32, 64, 3), 40 * i, np.uint8)).save(folder / f"img_{i}.png")
+    release = threading.Event()
+    monkeypatch.setattr(predict_cli, "_load_predictor", lambda *args: _StuckPredictor(release))
+
+    def _exit(code: int) -> None:  # os._exit would end pytest itself
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", _exit)
+    args = ["predict", str(folder), "--out", str(tmp_path / "sub.csv"), "--parallel", "2"]
+    try:
+        result = runner.invoke(app, args, env={"CASCADE_STALL_TIMEOUT": "0.5"}, catch_exceptions=False)
+    finally:
+        release.set()
+    assert result.exit_code == predict_cli.EXIT_STALLED == 3, result.output
+    assert "thread dump" in result.stderr and "Thread predict_" in result.stderr and "in predict" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: folder scoring made no progress") and "resumable" in last

@@ -2,26 +2,33 @@
 
 Exit codes: 0 success; 1 the run was refused (e.g. an existing ``--out`` from another job) or failed;
 2 some images could not be read (they are listed in ``<out stem>.errors.csv``; click also uses 2 for a
-bad command line); 130 stopped by Ctrl-C (the output is resumable: rerun the same command).
+bad command line); 3 stuck: no batch finished for ``--stall-timeout`` seconds (every thread's stack is
+printed on stderr; the output is resumable); 130 stopped by Ctrl-C (the output is resumable: rerun the
+same command).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from cascade.scoring.watchdog import StalledError
 
 __all__ = ["register"]
 
 _LAYOUTS = ("image_class", "long")
 _ENGINES = ("local", "ray")
-EXIT_REFUSED, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_REFUSED, EXIT_IMAGES_FAILED, EXIT_STALLED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
@@ -91,10 +98,30 @@ def _predict_file(path: Path, predictor: Any, *, mode: str, as_json: bool, timin
     return pred
 
 
+def _exit_stalled(error: StalledError, out: Path) -> NoReturn:
+    """Print the thread dump and a one-line error on stderr, then leave at once with ``EXIT_STALLED``.
+
+    ``os._exit``, not ``typer.Exit``: the stuck predictor threads belong to a thread pool that the interpreter
+    joins on a normal exit, so a normal exit would hang just like the run did.
+    """
+    typer.echo(f"thread dump ({error.what} stuck for {error.idle_s:.0f} s):\n{error.thread_dump}", err=True)
+    typer.echo(f"error: {error}; {out} is resumable: rerun the same command", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STALLED)
+
+
 def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], as_json: bool) -> None:
     from tqdm import tqdm
 
-    from cascade.scoring import RayUnavailableError, ResumeError, ScoreProgress, score_folder, score_folder_ray
+    from cascade.scoring import (
+        RayUnavailableError,
+        ResumeError,
+        ScoreProgress,
+        StalledError,
+        score_folder,
+        score_folder_ray,
+    )
 
     bars: list[tqdm] = []
 
@@ -105,12 +132,15 @@ def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], 
         bar.update(p.done - bar.n)
         bar.set_postfix(failed=p.failed, refresh=False)
 
+    stalled: StalledError | None = None
     try:
         with _GracefulInterrupt() as interrupt:
             if predictor is None:
                 summary = score_folder_ray(path, out, cancel=interrupt.event, progress=_progress, **options)
             else:
                 summary = score_folder(path, out, predictor, cancel=interrupt.event, progress=_progress, **options)
+    except StalledError as exc:
+        stalled = exc
     except (ResumeError, RayUnavailableError) as exc:
         raise _fail(str(exc)) from exc
     except KeyboardInterrupt as exc:
@@ -118,6 +148,8 @@ def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], 
     finally:
         for bar in bars:
             bar.close()
+    if stalled is not None:
+        _exit_stalled(stalled, out)
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -175,12 +207,21 @@ def register(app: typer.Typer) -> None:
         actors: str = typer.Option("1,2", "--actors", help="Ray actor pool: N or MIN,MAX."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON (the prediction, or the run summary)."),
         timings: bool = typer.Option(False, "--timings", help="Include stage timings in a single image's JSON."),
+        stall_timeout: float = typer.Option(
+            600.0,
+            "--stall-timeout",
+            min=0.0,
+            envvar="CASCADE_STALL_TIMEOUT",
+            help="Seconds without a finished batch after which a folder run counts as stuck: it prints every "
+            "thread's stack and exits 3 (local engine; 0: wait forever).",
+        ),
     ) -> None:
         """Score a folder of images into a Kaggle submission (resumable), or predict one image.
 
         A folder is scored in file-name order into --out, which is fsync'ed after every batch.
         After Ctrl-C or kill -9, rerun the same command to resume (same --batch-size, --threads, --runtime: same bytes).
         Unreadable images are listed in <out stem>.errors.csv and the exit code is 2.
+        A run stuck for --stall-timeout seconds prints every thread's stack and exits 3.
         """
         layout_name = _check_choice("--layout", layout, _LAYOUTS)
         _check_choice("--engine", engine, _ENGINES)
@@ -214,8 +255,10 @@ def register(app: typer.Typer) -> None:
                 _run_folder(path, out, None, options, as_json)
                 return
             count, per_predictor = _local_parallelism(device, parallel, threads)
+            # Built one after the other (each warms its engine up serially, see cascade.runtimes.warmup).
             predictors = [_load_predictor(bundle, device, runtime, per_predictor) for _ in range(count)]
-            _run_folder(path, out, predictors, options | {"workers": workers}, as_json)
+            local = {"workers": workers, "stall_timeout_s": stall_timeout or None}
+            _run_folder(path, out, predictors, options | local, as_json)
             return
         predictor = _load_predictor(bundle, device, runtime, threads)
         pred = _predict_file(path, predictor, mode=mode, as_json=as_json, timings=timings, masks=masks)

@@ -38,6 +38,7 @@ class Runtime(ABC):
         precision: one of ``PRECISIONS``.
         threads: intra-op threads the runtime uses.
         class_ids: class ids with a segmenter.
+        warmup_ms: time its construction spent in the serial warm-up (``cascade.runtimes.warmup``), 0 if none.
     """
 
     name: str
@@ -45,6 +46,7 @@ class Runtime(ABC):
     precision: str
     threads: int
     class_ids: tuple[int, ...]
+    warmup_ms: float = 0.0
 
     @abstractmethod
     def classify(self, batch: np.ndarray) -> np.ndarray:

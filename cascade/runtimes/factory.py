@@ -9,7 +9,8 @@
 | ``openvino`` | OpenVINO, precision pinned to f32 | cpu | fp32 |
 | ``openvino-bf16`` | OpenVINO with the bf16 hint | cpu with native bf16 | bf16 |
 
-ONNX and OpenVINO runtimes load the bundle's cached exports (``cascade.export.cached_export``).
+ONNX and OpenVINO runtimes load the bundle's cached exports (``cascade.export.cached_export``) and warm
+up serially at construction with inputs of the bundle's stride (``cascade.runtimes.warmup``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def _onnx(bundle: LoadedBundle, device: str, threads: int | None, cache_dir: Pat
     from cascade.export import cached_export
     from cascade.runtimes.onnx_runtime import OnnxRuntime
 
-    return OnnxRuntime(cached_export(bundle, "onnx", cache_dir), threads=threads)
+    files = cached_export(bundle, "onnx", cache_dir)
+    return OnnxRuntime(files, threads=threads, warmup_side=bundle.manifest.input_policy.stride)
 
 
 def _openvino(precision: str) -> Callable[..., Runtime]:
@@ -67,7 +69,9 @@ def _openvino(precision: str) -> Callable[..., Runtime]:
         from cascade.export import cached_export
         from cascade.runtimes.openvino_runtime import OpenVinoRuntime
 
-        return OpenVinoRuntime(cached_export(bundle, "openvino", cache_dir), precision=precision, threads=threads)
+        files = cached_export(bundle, "openvino", cache_dir)
+        side = bundle.manifest.input_policy.stride
+        return OpenVinoRuntime(files, precision=precision, threads=threads, warmup_side=side)
 
     return build
 

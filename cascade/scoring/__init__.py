@@ -12,6 +12,7 @@ Library API (the CLI ``cascade predict DIR --out submission.csv`` and the servic
         resume=True,                                      # continue an interrupted run (False: start afresh)
         cancel=threading.Event(),                         # set() it to stop after the current batch
         progress=lambda p: print(p.done, p.total, p.images_per_second),   # a ScoreProgress per batch
+        stall_timeout_s=600,                              # no batch finished for this long: StalledError
     )                                                     # -> ScoreSummary (frozen; .to_dict() for JSON)
 
     score_folder_ray("test_images/", "submission.csv", bundle=None, address=None, ...)  # same output, on Ray
@@ -33,6 +34,9 @@ Contract:
 - ``cancel`` (a ``threading.Event``) stops after the current batch with ``summary.cancelled`` True.
 - ``progress`` receives a ``ScoreProgress`` at the start (``done`` = images resumed) and after every
   committed batch, on the scoring thread.
+- Stalls: when no batch finishes for ``stall_timeout_s`` (default 600 s; None waits forever) the local
+  engine raises ``StalledError``, whose ``thread_dump`` holds every thread's stack; the output stays
+  resumable (``cascade.scoring.watchdog``).
 - Batches are fixed slices of the whole listing, so a resumed run and the Ray engine give the predictor the
   same batches as one uninterrupted local run; resume with the same ``batch_size`` (and bundle, runtime,
   threads per predictor) to get byte-identical files. The number of predictors or Ray actors does not
@@ -46,14 +50,19 @@ from cascade.scoring.local import score_folder
 from cascade.scoring.masks import read_mask_png, write_mask_outputs
 from cascade.scoring.ray_engine import RayUnavailableError, score_folder_ray
 from cascade.scoring.summary import ImageError, ScoreProgress, ScoreSummary
+from cascade.scoring.watchdog import DEFAULT_STALL_TIMEOUT_S, StalledError, StallWatchdog, dump_threads
 
 __all__ = [
+    "DEFAULT_STALL_TIMEOUT_S",
     "SUPPORTED_SUFFIXES",
     "ImageError",
     "RayUnavailableError",
     "ResumeError",
     "ScoreProgress",
     "ScoreSummary",
+    "StallWatchdog",
+    "StalledError",
+    "dump_threads",
     "errors_path",
     "list_images",
     "read_mask_png",

@@ -6,6 +6,10 @@ networks, e.g. two single-threaded ones on two cores) batches run side by side, 
 predictor: small networks use cores better that way than through intra-op threads. Results are
 committed in listing order (errors file, then submission, fsync'ed) as batches finish, so an
 interrupted run resumes, and the output is the same whatever the number of predictors.
+
+A run whose batches stop finishing (a deadlocked predictor thread) does not hang: after
+``stall_timeout_s`` without a finished batch it raises ``StalledError`` with every thread's stack
+(``cascade.scoring.watchdog``); what was committed stays resumable.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cascade.scoring.folder import errors_path
 from cascade.scoring.job import BatchResult, JobTally, plan_job
 from cascade.scoring.sink import OrderedSink
 from cascade.scoring.summary import ScoreProgress, ScoreSummary
+from cascade.scoring.watchdog import DEFAULT_STALL_TIMEOUT_S, StallWatchdog
 
 __all__ = ["score_folder"]
 
@@ -48,6 +53,7 @@ def score_folder(
     progress: Callable[[ScoreProgress], None] | None = None,
     prefetch_batches: int = 2,
     fsync: bool = True,
+    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
 ) -> ScoreSummary:
     """Score every image of a folder into a submission CSV, resuming an interrupted run.
 
@@ -67,6 +73,8 @@ def score_folder(
         progress: called once at the start (``done`` = images resumed) and after every committed batch.
         prefetch_batches: batches decoded ahead of those being predicted.
         fsync: fsync the outputs after every batch.
+        stall_timeout_s: seconds without any finished batch after which the run is declared stuck; None: wait
+            forever.
 
     Returns:
         The run's summary.
@@ -74,7 +82,10 @@ def score_folder(
     Raises:
         ResumeError: ``resume`` is True and the existing output belongs to another job.
         NotADirectoryError: ``images_dir`` is not a folder.
+        StalledError: no batch finished for ``stall_timeout_s`` (its ``thread_dump`` shows where each thread
+            is); the stuck predictor threads are left behind, the output stays resumable.
     """
+    watchdog = StallWatchdog(stall_timeout_s, what="folder scoring")
     predictors = list(predictor) if isinstance(predictor, Sequence) else [predictor]
     if not predictors or workers < 1 or prefetch_batches < 0:
         raise ValueError(
@@ -111,6 +122,7 @@ def score_folder(
     try:
         if progress is not None:
             progress(tally.progress(sink, []))
+        watchdog.progress()  # the clock starts with the first batch, not with listing the folder
         while True:
             cancelled = cancelled or (cancel is not None and cancel.is_set())
             while not cancelled and len(decoding) < len(predictors) + prefetch_batches:
@@ -120,9 +132,10 @@ def score_folder(
                 decoding.append([(name, decode_pool.submit(decode_file, job.folder / name)) for name in batch])
             while not cancelled and decoding and len(running) < len(predictors):
                 running.append(infer_pool.submit(_infer, decoding.popleft()))
+                running[-1].add_done_callback(lambda _: watchdog.progress())
             if not running:
                 break
-            tally.queue(sink, running.popleft().result())  # oldest first: commits stay in listing order
+            tally.queue(sink, watchdog.result(running.popleft()))  # oldest first: commits stay in listing order
             written = tally.commit(sink)
             if progress is not None:
                 progress(tally.progress(sink, written))
