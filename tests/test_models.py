@@ -60,7 +60,7 @@ def test_unknown_encoder_lists_encoders_and_tu_prefix() -> None:
 
 @pytest.mark.parametrize("bad", [3, None, ""])
 def test_bad_pretrained_value(bad: object) -> None:
-    with pytest.raises(ValueError, match="pretrained must be True, False or a path"):
+    with pytest.raises(ValueError, match="pretrained must be True, False, a path to a weights file or 'pkg:"):
         create_classifier("test_efficientnet", pretrained=bad)  # type: ignore[arg-type]
 
 

