@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from cascade.constants import CLASS_IDS
 from cascade.formats import Layout
 from cascade.scoring.batch import Decoded, Predictor, decode_file, run_batch
 from cascade.scoring.folder import errors_path
@@ -92,7 +93,9 @@ def score_folder(
             f"{len(predictors)} predictors, workers={workers}, prefetch_batches={prefetch_batches}; "
             "allowed: at least one predictor, workers >= 1, prefetch_batches >= 0"
         )
-    job = plan_job(images_dir, out_csv, layout, batch_size, resume)
+    manifest = getattr(predictors[0], "manifest", None)  # the bundle's classes decide the rows per image
+    class_ids = tuple(manifest.class_ids) if manifest is not None else CLASS_IDS
+    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids)
     if job.resumed:
         logger.info("%s: resuming, %d of %d images already finished", job.out_csv, job.resumed, len(job.image_ids))
     tally = JobTally(job, "local")
@@ -118,7 +121,9 @@ def score_folder(
     decoding: deque[_DecodingBatch] = deque()
     running: deque[Future[BatchResult]] = deque()
     cancelled = False
-    sink = OrderedSink(job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync)
+    sink = OrderedSink(
+        job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync, class_ids=class_ids
+    )
     try:
         if progress is not None:
             progress(tally.progress(sink, []))
