@@ -266,7 +266,10 @@ def register(app: typer.Typer) -> None:
             from cascade.scoring.folder import format_image_rows, submission_header
 
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(submission_header(layout_value) + format_image_rows(pred.image_id, pred.rles, layout_value))
+            out.write_text(
+                submission_header(layout_value)
+                + format_image_rows(pred.image_id, pred.rles, layout_value, pred.class_ids)
+            )
 
 
 def _quiet_ray() -> None:
