@@ -233,7 +233,7 @@ def test_wrong_shape(tmp_path: Path, tiny_bundle_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ embedded bundle
 def test_embedded_bundle_missing_says_make_retrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "_candidate", lambda: tmp_path / embedded.EMBEDDED_BUNDLE_FILE)
+    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tmp_path / embedded.EMBEDDED_BUNDLE_FILE)
     assert embedded.embedded_bundle_exists() is False
     with pytest.raises(BundleError, match="run `make retrain`"):
         embedded.resolve_bundle(None)
@@ -243,10 +243,27 @@ def test_embedded_bundle_missing_says_make_retrain(tmp_path: Path, monkeypatch: 
 def test_embedded_bundle_resolves_when_present(
     tmp_path: Path, tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(embedded, "_candidate", lambda: tiny_bundle_path)
+    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tiny_bundle_path)
     assert embedded.embedded_bundle_exists() is True
     assert embedded.resolve_bundle(None) == tiny_bundle_path
     assert embedded.embedded_bundle_path() == tiny_bundle_path
+
+
+def test_named_bundles_resolve_by_name(tmp_path: Path, tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "neu-seg.cascade.safetensors").write_bytes(tiny_bundle_path.read_bytes())
+    monkeypatch.setattr(embedded, "_data_dir", lambda: data)
+    assert "neu-seg" in embedded.embedded_bundle_names()
+    for name in ("neu-seg", "embedded:neu-seg", Path("neu-seg")):
+        assert embedded.resolve_bundle(name) == data / "neu-seg.cascade.safetensors"
+    assert embedded.resolve_bundle("runs/neu-seg") == Path("runs/neu-seg")  # a path stays a path
+    with pytest.raises(BundleError, match=r"no embedded bundle named 'nope'; shipped bundles: \['neu-seg'\]"):
+        embedded.resolve_bundle("embedded:nope")
+
+
+def test_shipped_bundles_include_demo() -> None:
+    assert "demo" in embedded.embedded_bundle_names()
 
 
 def test_embedded_path_is_package_data() -> None:
@@ -272,7 +289,7 @@ def test_cli_bundle_info_json(tiny_bundle_dir: Path, tiny_manifest: BundleManife
 
 
 def test_cli_bundle_info_defaults_to_embedded(tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "_candidate", lambda: tiny_bundle_path)
+    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tiny_bundle_path)
     result = CliRunner().invoke(app, ["bundle", "info", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["classifier"] == ModelSpec("timm", "test_efficientnet").to_dict()
