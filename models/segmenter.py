@@ -90,8 +90,28 @@ def create_segmenter(
     if source is True:
         with hub_guard(f"smp encoder {encoder!r}"):
             weights = _hub_weights(encoder)
-            return smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=classes, **smp_kwargs)
+            model = smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=classes, **smp_kwargs)
+            return _drop_unused_stages(model)
     model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=classes, **smp_kwargs)
     if isinstance(source, Path):
         load_weights_file(model.encoder, source, what=f"encoder {encoder!r}")
+    return _drop_unused_stages(model)
+
+
+def _drop_unused_stages(model: nn.Module) -> nn.Module:
+    """Remove the encoder stages after the deepest one the decoder uses.
+
+    timm's EfficientNet/MobileNet feature extractors keep (and run) every stage whatever smp's
+    ``encoder_depth``: at depth 4 an EfficientNet-Lite0 encoder carries ~2.3 M parameters and the compute of
+    stages no feature is taken from. Truncating ``blocks`` after the last feature stage gives the same outputs
+    at a quarter of the weights; bundles load through this same function, so their keys match.
+    """
+    timm_model = getattr(getattr(model, "encoder", None), "model", None)
+    stage_out = getattr(timm_model, "_stage_out_idx", None)
+    blocks = getattr(timm_model, "blocks", None)
+    if not stage_out or not isinstance(blocks, nn.Sequential) or getattr(timm_model, "feature_hooks", None) is not None:
+        return model
+    keep = max(stage_out)  # a feature is taken after block i when i + 1 is in _stage_out_idx
+    if keep < len(blocks):
+        timm_model.blocks = blocks[:keep]
     return model

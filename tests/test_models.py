@@ -142,3 +142,26 @@ def test_probe_failure_switches_hub_offline_for_the_call(monkeypatch: pytest.Mon
 def test_model_without_hub_weights_is_an_error() -> None:
     with pytest.raises(PretrainedWeightsError, match="no pretrained weights for 'test_mambaout'"):
         create_classifier("test_mambaout", pretrained=True)
+
+
+def test_unused_efficientnet_stages_are_dropped_without_changing_outputs() -> None:
+    import segmentation_models_pytorch as smp
+
+    from models.segmenter import _drop_unused_stages
+
+    torch.manual_seed(0)
+    kwargs = {"encoder_depth": 4, "decoder_channels": [16, 8, 8, 8]}
+    full = smp.create_model("Unet", encoder_name="tu-tf_efficientnet_lite0", encoder_weights=None, classes=1, **kwargs)
+    full.eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        before = full(x)
+    n_before = sum(p.numel() for p in full.parameters())
+    pruned = _drop_unused_stages(full)
+    with torch.no_grad():
+        after = pruned(x)
+    assert len(pruned.encoder.model.blocks) == 5
+    assert sum(p.numel() for p in pruned.parameters()) < n_before / 2
+    torch.testing.assert_close(before, after)
+    built = create_segmenter("Unet", "tu-tf_efficientnet_lite0", **kwargs)
+    assert set(built.state_dict()) == set(pruned.state_dict())  # bundles load through create_segmenter
