@@ -23,8 +23,9 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """
-Steel-surface defect inspection with a classify-then-segment cascade (Severstal task: 4 classes,
-masks as Kaggle RLE).
+Steel-surface defect inspection with a classify-then-segment cascade, masks as Kaggle RLE. The classes
+(ids, names, display colours) are the served bundle's, listed by `GET /model`: Severstal's 4 classes for the
+default bundle, e.g. NEU-Seg's 3 for `cascade serve --bundle neu-seg`. Images of any size are accepted.
 
 * `POST /predict` — one image in, per-class probability, presence, area and RLE out.
 * `POST /predict/batch` — many images (or a zip) in, a streamed submission CSV out.

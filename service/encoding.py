@@ -11,9 +11,9 @@ from PIL import Image
 from cascade.formats import Layout
 from cascade.results import ImagePrediction
 from cascade.scoring.folder import format_image_rows, submission_header
-from cascade.scoring.masks import CLASS_COLOURS, render_overlay
+from cascade.scoring.masks import render_overlay
 
-__all__ = ["CLASS_COLOURS", "csv_header", "csv_rows", "mask_png_b64", "overlay_png_b64", "prediction_body"]
+__all__ = ["csv_header", "csv_rows", "mask_png_b64", "overlay_png_b64", "prediction_body"]
 
 
 def _png_b64(array: np.ndarray) -> str:
@@ -28,7 +28,7 @@ def mask_png_b64(mask: np.ndarray) -> str:
 
 
 def overlay_png_b64(image: np.ndarray, prediction: ImagePrediction) -> str:
-    """``(H, W, 3)`` uint8 image with the prediction's masks blended in the class colours, as base64 PNG."""
+    """``(H, W, 3)`` uint8 image with the prediction's masks blended in its classes' colours (the bundle's), as PNG."""
     return _png_b64(render_overlay(image, prediction.masks, prediction.colours))
 
 

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -96,10 +97,19 @@ def resolve_job_folder(data_root: Path | None, folder: str) -> Path:
 
 
 class _WorkerPredictor:
-    """Predictor proxy for ``score_folder``: each image goes to the shared worker at background priority."""
+    """Predictor proxy for ``score_folder``: each image goes to the shared worker at background priority.
+
+    ``manifest`` is the served predictor's, so the scorer can learn the bundle's classes (the rows each image
+    gets in the submission) from it as it would from a ``CascadePredictor``.
+    """
 
     def __init__(self, worker: InferenceWorker) -> None:
         self.worker = worker
+
+    @property
+    def manifest(self) -> Any:
+        """The served bundle's manifest (None for a predictor without one)."""
+        return getattr(self.worker.predictor, "manifest", None)
 
     def predict(
         self, images: Sequence[np.ndarray], image_ids: Sequence[str] | None = None, mode: str = "cascade"

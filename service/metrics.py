@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -57,7 +57,10 @@ class ServiceMetrics:
             "cascade_inference_failures", "Images whose prediction raised, by exception type.", ("error",), registry=r
         )
         self.positives = Counter(
-            "cascade_class_positives", "Images predicted to contain each class.", ("class_id", "name"), registry=r
+            "cascade_class_positives",
+            "Images predicted to contain each class of the served bundle.",
+            ("class_id", "name"),
+            registry=r,
         )
         for priority in ("interactive", "background"):  # every series visible from the start
             self.queue_depth.labels(priority)
@@ -65,6 +68,11 @@ class ServiceMetrics:
             self.images.labels(priority)
         self.model_ready = Gauge("cascade_model_ready", "1 once the bundle has loaded.", registry=r)
         self.jobs = Gauge("cascade_jobs", "Folder jobs by state.", ("state",), registry=r)
+
+    def register_classes(self, class_ids: Sequence[int], names: Sequence[str]) -> None:
+        """Show a zero ``cascade_class_positives`` series for every class of the loaded bundle from the start."""
+        for class_id, name in zip(class_ids, names, strict=True):
+            self.positives.labels(str(class_id), name)
 
     def observe_predictions(self, predictions: Iterable[ImagePrediction], priority: str) -> None:
         """Count images and per-class positives."""

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cascade.classes import MAX_CLASS_ID
+
 __all__ = [
     "ClassParamsUpdate",
     "ClassResult",
@@ -27,10 +29,10 @@ _EXAMPLE_RLE = "29102 12 29346 24 29602 24 29858 24 30114 24"
 
 
 class ClassResult(BaseModel):
-    """The cascade's answer for one class of one image."""
+    """The cascade's answer for one class of one image (the classes are the served bundle's)."""
 
-    class_id: int = Field(..., ge=1, examples=[3])
-    name: str = Field(..., examples=["scratches"])
+    class_id: int = Field(..., ge=1, description="Class id from the bundle's manifest.", examples=[3])
+    name: str = Field(..., description="Class name from the bundle's manifest.", examples=["scratches"])
     probability: float = Field(..., ge=0, le=1, description="Classifier probability.", examples=[0.93])
     present: bool = Field(..., description="True when the final mask is non-empty.", examples=[True])
     area: int = Field(..., ge=0, description="Mask pixels.", examples=[108])
@@ -87,9 +89,9 @@ class PredictionResponse(BaseModel):
     )
 
     image_id: str = Field(..., description="The upload's file name, or sha256:<16 hex> of its bytes.")
-    height: int = Field(..., ge=1)
-    width: int = Field(..., ge=1)
-    classes: list[ClassResult]
+    height: int = Field(..., ge=1, description="The image's own height (any size is accepted).")
+    width: int = Field(..., ge=1, description="The image's own width.")
+    classes: list[ClassResult] = Field(..., description="One entry per class of the bundle, in class-id order.")
     timings: dict[str, float] = Field(
         default_factory=dict,
         description="Seconds: the predictor's stages for the batch the image ran in, plus decode, queue and request.",
@@ -134,6 +136,8 @@ class ModelInfo(BaseModel):
                     "device": "cpu",
                     "class_ids": [1, 2, 3, 4],
                     "class_names": ["pits", "vertical_marks", "scratches", "blotches"],
+                    "class_colours": [[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 200, 0]],
+                    "image_size": [256, 1600],
                     "thresholds": [
                         {
                             "class_id": 1,
@@ -156,8 +160,14 @@ class ModelInfo(BaseModel):
     bundle: str = Field(..., description="Path of the bundle, or embedded:<name>.")
     runtime: str
     device: str
-    class_ids: list[int]
-    class_names: list[str]
+    class_ids: list[int] = Field(..., description="The bundle's class ids, in array order.")
+    class_names: list[str] = Field(..., description="One name per class id.")
+    class_colours: list[tuple[int, int, int]] = Field(..., description="One display colour (RGB) per class id.")
+    image_size: tuple[int, int] | None = Field(
+        ...,
+        description="[height, width] the bundle was made for: the manifest's, else Severstal's [256, 1600] for "
+        "Severstal's classes, else null. Images of any size are accepted.",
+    )
     thresholds: list[dict[str, Any]] = Field(..., description="Post-processing parameters per class.")
     classifier: dict[str, Any]
     segmenters: dict[str, dict[str, Any]]
@@ -231,7 +241,7 @@ class SessionResponse(PredictionResponse):
 
 
 class GuiClass(BaseModel):
-    """One class as the GUI shows it."""
+    """One class as the GUI shows it (legend, toggle, sliders), from the bundle's manifest."""
 
     class_id: int = Field(..., examples=[1])
     name: str = Field(..., examples=["pits"])
@@ -245,7 +255,10 @@ class GuiConfig(BaseModel):
     bundle: str
     runtime: str
     device: str
-    classes: list[GuiClass]
+    classes: list[GuiClass] = Field(..., description="The bundle's classes, in class-id order.")
+    image_size: tuple[int, int] | None = Field(
+        None, description="[height, width] the bundle was made for (as in /model): the view's initial shape."
+    )
     samples: list[SampleInfo]
 
 
@@ -270,4 +283,4 @@ class PostprocessRequest(BaseModel):
         json_schema_extra={"examples": [{"classes": [{"class_id": 3, "prob_threshold": 0.4, "pixel_threshold": 0.6}]}]},
     )
 
-    classes: list[ClassParamsUpdate] = Field(default_factory=list, max_length=4)
+    classes: list[ClassParamsUpdate] = Field(default_factory=list, max_length=MAX_CLASS_ID)

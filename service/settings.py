@@ -28,7 +28,11 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CASCADE_", extra="ignore", frozen=True)
 
-    bundle: Path | None = Field(None, description="Bundle file or directory; None serves the embedded demo bundle.")
+    bundle: str | None = Field(
+        None,
+        description="Bundle file or directory, or the name of a shipped bundle (demo, neu-seg; see "
+        "cascade.embedded.embedded_bundle_names); None serves the embedded demo bundle.",
+    )
     host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:N.")
@@ -60,6 +64,13 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("bundle", mode="before")
+    @classmethod
+    def _bundle_as_text(cls, value: object) -> object:
+        if value == "":
+            return None
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @property
     def max_upload_bytes(self) -> int:

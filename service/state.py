@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from service.batching import InferenceWorker, PredictorLike
@@ -15,7 +16,7 @@ from service.samples import SampleStore
 from service.sessions import SessionCache
 from service.settings import ServiceSettings
 
-__all__ = ["Loader", "ServiceState", "default_loader"]
+__all__ = ["Loader", "ServiceState", "bundle_label", "default_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,19 @@ Loader = Callable[[ServiceSettings], tuple[PredictorLike, str]]
 """Builds the predictor from the settings; returns it and a label of the bundle (path or ``embedded:...``)."""
 
 
+def bundle_label(path: Path) -> str:
+    """``embedded:<name>`` for a shipped bundle (``demo``, ``neu-seg``), else the path itself."""
+    from cascade.embedded import embedded_bundle_names, embedded_bundle_path
+
+    resolved = path.resolve()
+    for name in embedded_bundle_names():
+        if embedded_bundle_path(name).resolve() == resolved:
+            return f"embedded:{name}"
+    return str(path)
+
+
 def default_loader(settings: ServiceSettings) -> tuple[PredictorLike, str]:
-    """Load ``settings.bundle`` (or the embedded demo bundle) with ``CascadePredictor.from_bundle``."""
+    """Load ``settings.bundle`` (a path, a shipped bundle's name, or None for the embedded demo bundle)."""
     from cascade.embedded import resolve_bundle
     from cascade.predictor import CascadePredictor
 
@@ -32,8 +44,7 @@ def default_loader(settings: ServiceSettings) -> tuple[PredictorLike, str]:
     predictor = CascadePredictor.from_bundle(
         path, device=settings.device, runtime=settings.runtime, threads=settings.threads
     )
-    label = str(path) if settings.bundle is not None else f"embedded:{path.name}"
-    return predictor, label
+    return predictor, bundle_label(path)
 
 
 @dataclass
@@ -46,7 +57,7 @@ class ServiceState:
         status: ``loading``, ``ready``, ``failed`` or ``stopped``.
         error: why loading failed.
         predictor: the loaded predictor (owned by the worker thread once it runs).
-        bundle_label: path of the bundle or ``embedded:<file>``.
+        bundle_label: path of the bundle or ``embedded:<name>``.
         worker: the inference worker.
         jobs: the folder-job manager.
         samples: GUI sample images.
@@ -87,7 +98,10 @@ class ServiceState:
         worker: InferenceWorker | None = None
         try:
             predictor, self.bundle_label = loader(s)
-            self.samples = self._load_samples()
+            manifest = getattr(predictor, "manifest", None)
+            if manifest is not None:
+                self.metrics.register_classes(manifest.class_ids, manifest.class_names)
+            self.samples = self._load_samples(manifest)
             worker = InferenceWorker(
                 predictor,
                 max_batch_size=s.max_batch_size,
@@ -114,11 +128,12 @@ class ServiceState:
         self.metrics.model_ready.set(1)
         logger.info("ready: %s (runtime %s)", self.bundle_label, getattr(predictor, "runtime_name", "?"))
 
-    def _load_samples(self) -> SampleStore:
+    def _load_samples(self, manifest: Any) -> SampleStore:
         s = self.settings
         if s.samples_dir is not None:
             return SampleStore.from_dir(s.samples_dir)
-        return SampleStore.synthetic(s.num_samples)
+        size = getattr(manifest, "image_size", None)  # synthetic steel is Severstal-sized unless the bundle says
+        return SampleStore.synthetic(s.num_samples, size=size)
 
     def shutdown(self) -> None:
         """Stop jobs first (their unfinished work stays resumable), then the worker."""

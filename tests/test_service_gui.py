@@ -115,19 +115,26 @@ def gui_url(tmp_path_factory: pytest.TempPathFactory, service_predictor) -> Iter
 
 
 @pytest.fixture(scope="module")
-def page(gui_url: str):
+def chromium():
+    """One headless Chromium for the module (Playwright's sync API allows one instance at a time)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = chromium.new_context(accept_downloads=True)
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gui_url)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(gui_url)
-        page.wait_for_selector("body[data-state=idle]")
-        yield page
-        chromium.close()
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(gui_url: str, chromium):
+    context = chromium.new_context(accept_downloads=True)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gui_url)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(gui_url)
+    page.wait_for_selector("body[data-state=idle]")
+    yield page
+    context.close()
 
 
 def _pixel(page, x: int, y: int) -> list[int]:
@@ -211,3 +218,49 @@ def test_gui_sample_button_analyses_a_sample(page) -> None:
     assert page.inner_text("#image-id").endswith("(1600×256)")
     probabilities = page.locator("#classes td.prob").all_inner_texts()
     assert len(probabilities) == 4 and all(0 <= float(p) <= 1 for p in probabilities)
+
+
+@pytest.fixture(scope="module")
+def three_class_page(tmp_path_factory: pytest.TempPathFactory, three_class_predictor, chromium):
+    """The page served with the 3-class, 200x200 bundle of ``tests.fixtures.predictor``."""
+    settings = make_settings(tmp_path_factory.mktemp("gui3"), num_samples=1)
+    with uvicorn_server(create_app(settings, loader=loader_for(three_class_predictor, "embedded:three"))) as url:
+        context = chromium.new_context(viewport={"width": 1100, "height": 760})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.wait_for_selector("body[data-state=idle]")
+        yield page
+        context.close()
+
+
+@browser
+@pytest.mark.browser
+def test_gui_builds_legend_toggles_and_sliders_from_a_three_class_bundle(three_class_page, tmp_path: Path) -> None:
+    from tests.fixtures.predictor import THREE_CLASSES
+
+    page = three_class_page
+    colours = [f"rgb({r}, {g}, {b})" for r, g, b in THREE_CLASSES.colours]
+    swatch_colours = "(s) => Array.from(document.querySelectorAll(s), e => getComputedStyle(e).backgroundColor)"
+    assert page.locator("#legend li").all_inner_texts() == list(THREE_CLASSES.names)
+    assert page.evaluate(swatch_colours, "#legend .swatch") == colours
+    assert page.evaluate(swatch_colours, "#classes .swatch") == colours
+    assert [row.split("\t")[1].strip() for row in page.locator("#classes tbody tr").all_inner_texts()] == [
+        f"{cid} · {name}" for cid, name in zip(THREE_CLASSES.ids, THREE_CLASSES.names, strict=True)
+    ]
+    for control in (".toggle", ".prob-threshold", ".pixel-threshold"):
+        assert page.locator(f"#classes tbody {control}").count() == 3
+    assert "3 classes" in page.inner_text("#model-info")
+    view = "[document.querySelector('#view').width, document.querySelector('#view').height]"
+    assert page.evaluate(view) == [200, 200]  # the bundle's image size before any image
+
+    renders = _renders(page)
+    page.locator("#samples button").first.click()
+    _wait_render(page, renders)
+    assert page.evaluate(view) == [200, 200]
+    assert page.locator("#classes td.prob").count() == 3
+    box = page.locator("#view").bounding_box()
+    assert box is not None and abs(box["width"] - box["height"]) <= 2  # a square image stays square
+    shot = tmp_path / "gui-three-classes.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 0

@@ -19,8 +19,12 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    bundle: Path | None = typer.Option(
-        None, "--bundle", "-b", help="Bundle file or directory (default: the embedded demo bundle)."
+    bundle: str | None = typer.Option(
+        None,
+        "--bundle",
+        "-b",
+        help="Bundle file or directory, or a shipped bundle's name such as neu-seg (default: the embedded demo "
+        "bundle). Its manifest decides the classes the API and the web page show.",
     ),
     host: str | None = typer.Option(None, help="Interface to bind (default: 127.0.0.1); 0.0.0.0 for all."),
     port: int | None = typer.Option(None, help="TCP port (default: 8000)."),
@@ -56,6 +60,7 @@ def serve(
     from cascade.bundle import BundleError, read_manifest
     from cascade.embedded import resolve_bundle
     from service import ServiceSettings, create_app
+    from service.state import bundle_label
 
     options = {
         "bundle": bundle,
@@ -83,7 +88,7 @@ def serve(
         raise typer.Exit(2) from err
     try:  # fail now, not after uvicorn started, when the bundle is missing or unreadable
         path = resolve_bundle(settings.bundle)
-        read_manifest(path)
+        manifest = read_manifest(path)
     except (BundleError, ValueError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
@@ -91,5 +96,9 @@ def serve(
         if folder is not None and not folder.is_dir():
             typer.echo(f"error: {name} {folder} is not a folder", err=True)
             raise typer.Exit(2)
-    typer.echo(f"serving {path} at http://{settings.host}:{settings.port} (GUI at /, API docs at /docs)")
+    classes = ", ".join(manifest.class_names)
+    typer.echo(
+        f"serving {bundle_label(path)} ({manifest.num_classes} classes: {classes}) at "
+        f"http://{settings.host}:{settings.port} (GUI at /, API docs at /docs)"
+    )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level, workers=1)

@@ -55,7 +55,8 @@ _BATCH_BODY: dict = {
         **UPLOAD_ERRORS,
         200: {
             "content": {"text/csv": {"example": "ImageId_ClassId,EncodedPixels\n0002cc93b.jpg_1,1 3 10 5\n"}},
-            "description": "Kaggle ImageId_ClassId submission, 4 rows per image, sorted by file name.",
+            "description": "Kaggle ImageId_ClassId submission, one row per class of the bundle and image "
+            "(4 for Severstal), sorted by file name.",
         },
     },
     openapi_extra={"requestBody": _BATCH_BODY},
@@ -117,7 +118,7 @@ async def _collect(parts: Sequence, settings: ServiceSettings) -> list[Upload]:
 async def _stream_rows(
     worker: InferenceWorker, uploads: list[Upload], settings: ServiceSettings, mode: str
 ) -> AsyncIterator[str]:
-    """Header, then four rows per image in order, keeping ``max_batch_size`` images in flight."""
+    """Header, then one row per bundle class and image in order, keeping ``max_batch_size`` images in flight."""
     timeout = settings.request_timeout_s
     pending: deque[Future] = deque()
     try:

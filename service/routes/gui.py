@@ -25,6 +25,7 @@ from cascade.manifest import ClassParams
 from service.deps import ERROR_RESPONSES, get_state, guard_worker, ready_state, require_api_key, worker_of
 from service.encoding import prediction_body
 from service.errors import ServiceError
+from service.routes.ops import nominal_image_size
 from service.routes.predict import UPLOAD_ERRORS
 from service.schemas import ErrorResponse, GuiClass, GuiConfig, PostprocessRequest, SampleInfo, SessionResponse
 from service.sessions import Session
@@ -48,7 +49,11 @@ async def index() -> FileResponse:
 
 @router.get("/gui/config", response_model=GuiConfig, summary="What the GUI needs", dependencies=_api)
 async def config(state: ServiceState = Depends(ready_state)) -> GuiConfig:
-    """The model, its classes with overlay colours and default parameters, and the sample images."""
+    """The model, its classes (ids, names, overlay colours, default parameters), its image size and the samples.
+
+    The page builds its legend, class toggles and threshold sliders from ``classes``: nothing in it is fixed to
+    one class set.
+    """
     manifest = state.predictor.manifest
     return GuiConfig(
         bundle=state.bundle_label,
@@ -60,6 +65,7 @@ async def config(state: ServiceState = Depends(ready_state)) -> GuiConfig:
                 manifest.class_ids, manifest.class_names, manifest.class_colours, manifest.classes, strict=True
             )
         ],
+        image_size=nominal_image_size(manifest),
         samples=_sample_list(state),
     )
 

@@ -7,14 +7,24 @@ import dataclasses
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
+from cascade.classes import SEVERSTAL
+from cascade.constants import IMAGE_SHAPE
+from cascade.manifest import BundleManifest
 from service.deps import ERROR_RESPONSES, get_state, ready_state, require_api_key
 from service.metrics import CONTENT_TYPE_LATEST
 from service.schemas import HealthResponse, ModelInfo, ReadyResponse
 from service.state import ServiceState
 
-__all__ = ["router"]
+__all__ = ["nominal_image_size", "router"]
 
 router = APIRouter(tags=["operations"])
+
+
+def nominal_image_size(manifest: BundleManifest) -> tuple[int, int] | None:
+    """``(H, W)`` the bundle was made for: the manifest's, else Severstal's for Severstal's classes, else None."""
+    if manifest.image_size is not None:
+        return manifest.image_size
+    return IMAGE_SHAPE if manifest.class_ids == SEVERSTAL.ids else None
 
 
 @router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process answers")
@@ -56,7 +66,8 @@ async def metrics(state: ServiceState = Depends(get_state)) -> Response:
     responses=ERROR_RESPONSES,
 )
 async def model(state: ServiceState = Depends(ready_state)) -> ModelInfo:
-    """The bundle's manifest: classes, thresholds, architectures, provenance, and the runtime chosen here."""
+    """The bundle's manifest: classes (ids, names, colours), image size, thresholds, architectures, provenance,
+    and the runtime chosen here."""
     manifest = state.predictor.manifest
     data = manifest.to_dict()
     return ModelInfo(
@@ -65,6 +76,8 @@ async def model(state: ServiceState = Depends(ready_state)) -> ModelInfo:
         device=str(getattr(state.predictor, "device", "unknown")),
         class_ids=list(manifest.class_ids),
         class_names=list(manifest.class_names),
+        class_colours=list(manifest.class_colours),
+        image_size=nominal_image_size(manifest),
         thresholds=[
             {"class_id": cid, **dataclasses.asdict(params)}
             for cid, params in zip(manifest.class_ids, manifest.classes, strict=True)

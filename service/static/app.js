@@ -1,5 +1,7 @@
 // Web GUI of the steel defect cascade: upload or pick a sample, see class overlays, tune thresholds.
 // Plain browser JavaScript, no build step. Talks to /gui/config, /gui/analyze and /postprocess/{id}.
+// Every class-dependent part (legend, toggles, sliders, overlay colours, view shape) is built from
+// /gui/config, i.e. from the served bundle's manifest: nothing here knows a class set or an image size.
 "use strict";
 
 (() => {
@@ -8,7 +10,7 @@
   const canvas = $("#view");
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const state = {
-    config: null, // {bundle, runtime, device, classes: [{class_id, name, colour, params}], samples}
+    config: null, // {bundle, runtime, device, classes: [{class_id, name, colour, params}], image_size, samples}
     result: null, // last SessionResponse
     image: null, // HTMLImageElement of the analysed image
     layers: {}, // class id -> canvas with the class mask in its colour
@@ -75,11 +77,38 @@
       }
     }
     const c = state.config;
-    $("#model-info").textContent = `${c.bundle} · runtime ${c.runtime} · ${c.device}`;
+    $("#model-info").textContent = `${c.bundle} · ${c.classes.length} classes · runtime ${c.runtime} · ${c.device}`;
+    if (c.image_size) sizeCanvas(c.image_size[1], c.image_size[0]);
+    buildLegend();
     buildTable();
     buildSamples();
     setStatus("Upload an image or pick a sample.");
     setPageState("idle");
+  }
+
+  function sizeCanvas(width, height) {
+    // full width, but no taller than 70% of the window: a square image is not blown up to the page width
+    canvas.width = width;
+    canvas.height = height;
+    canvas.style.maxWidth = `calc(70vh * ${width} / ${height})`;
+  }
+
+  function swatch(colour) {
+    const box = document.createElement("span");
+    box.className = "swatch";
+    box.style.background = `rgb(${colour.join(",")})`;
+    return box;
+  }
+
+  function buildLegend() {
+    const legend = $("#legend");
+    legend.replaceChildren();
+    for (const cls of state.config.classes) {
+      const item = document.createElement("li");
+      item.dataset.class = String(cls.class_id);
+      item.append(swatch(cls.colour), cls.name);
+      legend.append(item);
+    }
   }
 
   function buildSamples() {
@@ -131,10 +160,7 @@
       });
       show.append(toggle);
       const name = document.createElement("td");
-      const swatch = document.createElement("span");
-      swatch.className = "swatch";
-      swatch.style.background = `rgb(${cls.colour.join(",")})`;
-      name.append(swatch, `${cls.class_id} · ${cls.name}`);
+      name.append(swatch(cls.colour), `${cls.class_id} · ${cls.name}`);
       const cells = ["prob num", "present", "area num"].map((c) => {
         const td = document.createElement("td");
         td.className = c;
@@ -229,8 +255,7 @@
   async function show(result, newImage) {
     if (newImage) {
       state.image = await loadImage(`data:image/jpeg;base64,${result.image_jpeg}`);
-      canvas.width = result.width;
-      canvas.height = result.height;
+      sizeCanvas(result.width, result.height);
       for (const p of result.params) {
         const row = document.querySelector(`#classes tr[data-class="${p.class_id}"]`);
         for (const [cls, key] of [["prob-threshold", "prob_threshold"], ["pixel-threshold", "pixel_threshold"]]) {
