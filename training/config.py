@@ -37,8 +37,9 @@ class DataConfig:
     Attributes:
         dir: data folder (``--data`` overrides it), auto-detected by ``cascade.datasource``: a Kaggle CSV
             with its images, a Pascal VOC segmentation set, or a mask folder (``images/`` + ``masks/``).
-        annotations: annotation CSV inside ``dir`` (either Kaggle layout; Kaggle CSV data only).
-        images: image folder inside ``dir`` (Kaggle CSV data only).
+        annotations: annotation CSV inside ``dir`` (either Kaggle layout; Kaggle CSV data only; default
+            ``train.csv`` when the folder is not a VOC set or mask folder).
+        images: image folder inside ``dir`` (Kaggle CSV data only; default ``train_images/``, else ``images/``).
         classes: class file or comma-separated class names (default: a class file next to the data, else
             Severstal's four classes for CSV data and the mask values found for mask data).
         mask_encoding: ``auto``, ``index`` or ``bits`` (mask data only; see ``cascade.datasource``).
@@ -54,8 +55,8 @@ class DataConfig:
     """
 
     dir: str = "data/demo"
-    annotations: str = "train.csv"
-    images: str = "train_images"
+    annotations: str | None = None
+    images: str | None = None
     classes: str | None = None
     mask_encoding: str = "auto"
     train_split: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 
@@ -11,6 +12,8 @@ from torch import nn
 from training.config import OptimizerConfig, SchedulerConfig
 
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "create_optimizer", "create_scheduler"]
+
+logger = logging.getLogger(__name__)
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
@@ -65,6 +68,9 @@ def create_scheduler(
     if config.name == "cosine":
         warmup = round(config.warmup_epochs * steps_per_epoch)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_lambda(total, warmup, config.min_lr_ratio))
+    if config.name == "onecycle" and total < 4:  # OneCycleLR divides by zero with fewer steps than its phases
+        logger.warning("onecycle over %d step(s) is undefined; using a constant learning rate", total)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
     if config.name == "onecycle":
         peak = [group["lr"] for group in optimizer.param_groups]
         pct = config.warmup_epochs / epochs if config.warmup_epochs > 0 else 0.3

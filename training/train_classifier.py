@@ -184,7 +184,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     out = ws.run_dir / "classifier"
     n = len(ws.image_ids)
     index = {image_id: i for i, image_id in enumerate(ws.image_ids)}
-    probabilities = np.full((n, 4), np.nan)
+    probabilities = np.full((n, len(ws.class_ids)), np.nan)
     folds = np.full(n, -1, dtype=np.int64)
     best_epochs: list[int] = []
     pending = [k for k in range(len(ws.folds)) if not (resume and (out / f"fold{k}" / "done.json").is_file())]

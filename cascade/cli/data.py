@@ -142,7 +142,7 @@ def score(
         pred_ann = read_annotations(pred, class_ids=class_set.ids)
     except (ValueError, DataSourceError) as exc:  # AnnotationFormatError included
         raise _fail(str(exc)) from exc
-    if image_ids is None and truth_ann.layout is Layout.LONG:
+    if image_ids is None and truth_ann.layout is Layout.LONG and not truth.is_dir():
         typer.echo(
             "warning: TRUTH lists positive rows only, so its clean images are not scored; "
             "pass --images or --ids to include them",
@@ -154,7 +154,7 @@ def score(
         )
     except ValueError as exc:
         hint = ""
-        if image_ids is None and truth_ann.layout is Layout.LONG:
+        if image_ids is None and truth_ann.layout is Layout.LONG and not truth.is_dir():
             hint = "; TRUTH lists positive rows only: pass --images or --ids to include its clean images"
         raise _fail(f"{exc}{hint}") from exc
     if as_json:
