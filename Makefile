@@ -12,8 +12,12 @@ DEMO_N ?= 400
 HOST ?= 127.0.0.1
 PORT ?= 8000
 RETRAIN ?= 0
+# `make demo BUNDLE=neu-seg` serves the shipped NEU-Seg bundle (real steel) with NEU-Seg val images as samples.
+BUNDLE ?=
+NEU_SEG ?= ../shared/neu-seg
+NEU_SAMPLES ?= data/neu-seg-val-samples
 
-.PHONY: install demo serve synth retrain test test-slow test-all lint format bench clean
+.PHONY: install demo serve synth retrain neu-samples train-neu-seg test test-slow test-all lint format bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,10 +36,25 @@ synth: install ## Write the synthetic demo data set (skipped when present).
 retrain: install synth ## Retrain the embedded demo bundle on the synthetic data (about 13 minutes on 2 cores).
 	$(BIN)/cascade train --config configs/demo-cpu.yaml --data $(DEMO_DIR) --install-embedded
 
-demo: install synth ## Synthesize data, train the demo cascade if no bundle exists (or RETRAIN=1), serve it.
+demo: install synth ## Synthesize data, train the demo cascade if no bundle exists (or RETRAIN=1), serve it (BUNDLE=neu-seg: real steel).
+ifeq ($(BUNDLE),neu-seg)
+	@$(MAKE) --no-print-directory neu-samples
+	$(BIN)/cascade serve --host $(HOST) --port $(PORT) --bundle neu-seg \
+		$(if $(wildcard $(NEU_SEG)),--samples-dir $(NEU_SAMPLES)) --data-root data
+else
 	@if [ "$(RETRAIN)" = "1" ] || ! $(BIN)/python -c "import cascade.embedded as e, sys; sys.exit(0 if e.embedded_bundle_exists() else 1)"; then \
 		$(MAKE) retrain; fi
-	$(BIN)/cascade serve --host $(HOST) --port $(PORT) --samples-dir $(DEMO_DIR)/train_images
+	$(BIN)/cascade serve --host $(HOST) --port $(PORT) $(if $(BUNDLE),--bundle $(BUNDLE)) \
+		--samples-dir $(DEMO_DIR)/train_images --data-root data
+endif
+
+neu-samples: ## Copy 48 NEU-Seg val images (never trained on) into data/ as web-page samples (needs ../shared).
+	@if [ -d "$(NEU_SEG)/JPEGImages" ] && [ ! -d "$(NEU_SAMPLES)" ]; then \
+		mkdir -p $(NEU_SAMPLES) && head -n 48 $(NEU_SEG)/ImageSets/Segmentation/val.txt | \
+		while read -r id; do cp "$(NEU_SEG)/JPEGImages/$$id.jpg" $(NEU_SAMPLES)/; done; fi
+
+train-neu-seg: install ## Train the NEU-Seg cascade on ../shared/neu-seg and ship it as the `neu-seg` bundle.
+	$(BIN)/cascade train --config configs/neu-seg-cpu.yaml --install-embedded
 
 serve: install ## Serve the embedded bundle (or BUNDLE=path).
 	$(BIN)/cascade serve --host $(HOST) --port $(PORT) $(if $(BUNDLE),--bundle $(BUNDLE))
