@@ -1,14 +1,17 @@
-"""Cascade-aware dynamic batching: one thread owns the predictor and merges concurrent requests.
+"""Cascade-aware dynamic batching: worker threads, each owning one predictor, merge concurrent requests.
 
-Every image to predict becomes an item in one of two queues. The worker thread takes the oldest
-interactive item (HTTP requests) or, only when no interactive item waits, the oldest background item
-(folder jobs), then gathers more items of the same priority and the same ``(mode, params)`` until it
-has ``max_batch_size`` or ``max_wait_s`` has passed, and runs ``predictor.predict`` once on the merged
-batch. The predictor runs the classifier once on the batch and each class's segmenter once on that
-class's positives across every request in it, so merging saves work exactly where the cascade spends it.
+Every image to predict becomes an item in one of two queues shared by the worker threads (one per
+predictor: ``cascade serve --workers N``, as the folder scorer runs N single-threaded predictors side
+by side). A free worker takes the oldest interactive item (HTTP requests) or, only when no interactive
+item waits, the oldest background item (folder jobs), then gathers more items of the same priority and
+the same ``(mode, params)`` until it has ``max_batch_size`` or ``max_wait_s`` has passed, and runs its
+predictor's ``predict`` once on the merged batch. The predictor runs the classifier once on the batch and
+each class's segmenter once on that class's positives across every request in it, so merging saves work
+exactly where the cascade spends it; the other workers meanwhile form their own batches.
 
-Interactive items never wait behind more than the one background batch already running; background
-batches are never merged with interactive ones, so a job can't add its images to a request's latency.
+Interactive items never wait behind more than the background batches already running (at most one per
+worker); background batches are never merged with interactive ones, so a job can't add its images to a
+request's latency.
 
 If a merged call raises, its items are retried one by one, so only the item that really fails gets the
 exception. Futures cancelled before their batch starts (request timeouts) are skipped.
@@ -101,10 +104,11 @@ class _Item:
 
 
 class InferenceWorker:
-    """The thread that owns the predictor and runs merged batches.
+    """The threads that own the predictors and run merged batches, one thread per predictor.
 
     Args:
-        predictor: object with ``predict(images, image_ids, mode, params)``.
+        predictor: object with ``predict(images, image_ids, mode, params)``, or a sequence of distinct such
+            objects (one worker thread each; a predictor is not thread-safe, so never pass one twice).
         max_batch_size: most images per predictor call.
         max_wait_s: longest wait for more items once the first of a batch is taken.
         queue_size: most interactive items waiting; ``submit`` raises ``QueueFullError`` beyond.
@@ -113,7 +117,7 @@ class InferenceWorker:
 
     def __init__(
         self,
-        predictor: PredictorLike,
+        predictor: PredictorLike | Sequence[PredictorLike],
         *,
         max_batch_size: int = 8,
         max_wait_s: float = 0.005,
@@ -125,7 +129,11 @@ class InferenceWorker:
                 f"need max_batch_size >= 1, queue_size >= 1, max_wait_s >= 0; "
                 f"got {max_batch_size}, {queue_size}, {max_wait_s}"
             )
-        self.predictor = predictor
+        predictors = tuple(predictor) if isinstance(predictor, Sequence) else (predictor,)
+        if not predictors or len({id(p) for p in predictors}) != len(predictors):
+            raise ValueError(f"need one or more distinct predictors, got {len(predictors)} ({predictors!r:.200})")
+        self.predictors: tuple[PredictorLike, ...] = predictors
+        self.predictor = predictors[0]  # its manifest describes them all
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.queue_size = queue_size
@@ -134,15 +142,24 @@ class InferenceWorker:
         self._cond = threading.Condition()
         self._stopping = False
         self._batch_seconds = 0.0  # moving average, for Retry-After
-        self._thread = threading.Thread(target=self._run, name="cascade-inference", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, args=(p,), name=f"cascade-inference-{k}", daemon=True)
+            for k, p in enumerate(predictors)
+        ]
+
+    @property
+    def workers(self) -> int:
+        """Number of worker threads (predictors)."""
+        return len(self._threads)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the worker thread."""
-        self._thread.start()
+        """Start the worker threads."""
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the running batch; waiting items fail with ``WorkerStoppedError``."""
+        """Stop after the running batches; waiting items fail with ``WorkerStoppedError``."""
         with self._cond:
             self._stopping = True
             pending = [item for q in self._queues.values() for item in q]
@@ -152,14 +169,16 @@ class InferenceWorker:
         for item in pending:
             if item.future.set_running_or_notify_cancel():
                 item.future.set_exception(WorkerStoppedError("the service is shutting down"))
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._update_depth()
 
     @property
     def alive(self) -> bool:
-        """True while the worker thread runs."""
-        return self._thread.is_alive() and not self._stopping
+        """True while every worker thread runs."""
+        return not self._stopping and all(thread.is_alive() for thread in self._threads)
 
     def depth(self, priority: Priority = Priority.INTERACTIVE) -> int:
         """Items waiting in one queue."""
@@ -194,7 +213,7 @@ class InferenceWorker:
     def submit_call(
         self, fn: Callable[[Any], Any], *, priority: Priority = Priority.INTERACTIVE
     ) -> concurrent.futures.Future:
-        """Run ``fn(predictor)`` alone in the worker thread (e.g. ``predictor.infer`` for the GUI)."""
+        """Run ``fn(predictor)`` alone in a worker thread, on its predictor (e.g. ``predictor.infer`` for the GUI)."""
         item = _Item(priority, object(), concurrent.futures.Future(), call=fn)
         self._enqueue(item, block=False, timeout=None)
         return item.future
@@ -236,7 +255,7 @@ class InferenceWorker:
 
     def retry_after(self) -> int:
         """Suggested seconds before retrying when the queue is full."""
-        batches = math.ceil(self.depth() / self.max_batch_size) + 1
+        batches = math.ceil(self.depth() / (self.max_batch_size * self.workers)) + 1
         return int(min(60, max(1, math.ceil(batches * self._batch_seconds))))
 
     def _enqueue(self, item: _Item, *, block: bool, timeout: float | None) -> None:
@@ -256,15 +275,15 @@ class InferenceWorker:
             self._cond.notify_all()
         self._update_depth()
 
-    # ------------------------------------------------------------------ the worker thread
-    def _run(self) -> None:
+    # ------------------------------------------------------------------ the worker threads
+    def _run(self, predictor: PredictorLike) -> None:
         logger.info("inference worker started (max batch %d, max wait %g s)", self.max_batch_size, self.max_wait_s)
         while True:
             batch = self._next_batch()
             if batch is None:
                 break
             try:
-                self._execute(batch)
+                self._execute(batch, predictor)
             except Exception:  # never let the worker die; the items already got their exceptions
                 logger.exception("inference worker: unexpected error around a batch")
         logger.info("inference worker stopped")
@@ -301,7 +320,7 @@ class InferenceWorker:
             (batch if item.key == key and item.call is None else keep).append(item)
         queue.extendleft(reversed(keep))
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def _execute(self, batch: list[_Item], predictor: PredictorLike) -> None:
         live = [item for item in batch if item.future.set_running_or_notify_cancel()]
         if not live:
             return
@@ -310,13 +329,13 @@ class InferenceWorker:
             for item in live:
                 self.metrics.queue_wait.labels(item.priority.name.lower()).observe(started - item.enqueued)
         if live[0].call is not None:
-            self._run_call(live[0])
+            self._run_call(live[0], predictor)
             return
         try:
-            results = self._predict(live)
+            results = self._predict(predictor, live)
         except Exception as err:  # isolate the failing item(s)
             self._record_time(started)
-            self._retry_singly(live, err)
+            self._retry_singly(predictor, live, err)
             return
         elapsed = self._record_time(started)
         self._deliver(live, results)
@@ -324,14 +343,14 @@ class InferenceWorker:
             self.metrics.batch_size.observe(len(live))
             self.metrics.batch_seconds.observe(elapsed)
 
-    def _retry_singly(self, items: list[_Item], err: Exception) -> None:
+    def _retry_singly(self, predictor: PredictorLike, items: list[_Item], err: Exception) -> None:
         if len(items) == 1:
             self._fail(items[0], err)
             return
         logger.warning("merged batch of %d failed (%s); retrying its images one by one", len(items), err)
         for item in items:
             try:
-                self._deliver([item], self._predict([item]))
+                self._deliver([item], self._predict(predictor, [item]))
             except Exception as single_err:  # only this item fails
                 self._fail(item, single_err)
 
@@ -340,9 +359,9 @@ class InferenceWorker:
         self._batch_seconds = elapsed if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * elapsed
         return elapsed
 
-    def _predict(self, items: list[_Item]) -> list[ImagePrediction]:
+    def _predict(self, predictor: PredictorLike, items: list[_Item]) -> list[ImagePrediction]:
         first = items[0]
-        results = self.predictor.predict(
+        results = predictor.predict(
             [item.image for item in items], [item.image_id for item in items], mode=first.mode, params=first.params
         )
         if len(results) != len(items):
@@ -361,9 +380,9 @@ class InferenceWorker:
             self.metrics.item_failures.labels(type(err).__name__).inc()
         item.future.set_exception(err)
 
-    def _run_call(self, item: _Item) -> None:
+    def _run_call(self, item: _Item, predictor: PredictorLike) -> None:
         try:
-            item.future.set_result(item.call(self.predictor))  # type: ignore[misc]
+            item.future.set_result(item.call(predictor))  # type: ignore[misc]
         except Exception as err:  # reported to the caller
             self._fail(item, err)
 

@@ -37,7 +37,15 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:N.")
     runtime: str = Field("auto", description="Inference runtime (auto, torch, onnx, openvino; the predictor checks).")
-    threads: int | None = Field(None, ge=1, description="Intra-op threads of the runtime (None: runtime default).")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Inference workers, each with its own predictor (None: one per CPU core on CPU, one on a GPU).",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="Intra-op threads per worker's runtime (None: cores / workers on CPU, so 1 by default)."
+    )
 
     max_batch_size: int = Field(
         4, ge=1, le=256, description="Most images merged into one predictor call (raise it on a GPU)."

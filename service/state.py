@@ -16,12 +16,38 @@ from service.samples import SampleStore
 from service.sessions import SessionCache
 from service.settings import ServiceSettings
 
-__all__ = ["Loader", "ServiceState", "bundle_label", "default_loader"]
+__all__ = ["Loader", "ServiceState", "bundle_label", "default_loader", "worker_plan"]
 
 logger = logging.getLogger(__name__)
 
 Loader = Callable[[ServiceSettings], tuple[PredictorLike, str]]
-"""Builds the predictor from the settings; returns it and a label of the bundle (path or ``embedded:...``)."""
+"""Builds a predictor from the settings; returns it and a label of the bundle (path or ``embedded:...``).
+
+Called once per inference worker, one call after the other, with ``threads`` resolved by ``worker_plan``. A
+loader that hands out the same object each time (tests) gets one worker: a predictor is not thread-safe.
+"""
+
+
+def worker_plan(settings: ServiceSettings) -> tuple[int, int | None]:
+    """``(workers, threads per worker)`` for the settings.
+
+    On CPU the default is one single-threaded predictor per core, as ``cascade predict`` scores folders:
+    small networks use cores better side by side than through intra-op threads. On a GPU, one worker.
+    """
+    import os
+
+    on_gpu = settings.device.startswith("cuda")
+    if settings.device == "auto":
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        return settings.workers or 1, settings.threads
+    cores = os.cpu_count() or 1
+    if settings.workers is None:
+        threads = settings.threads or 1
+        return max(1, cores // threads), threads
+    return settings.workers, settings.threads or max(1, cores // settings.workers)
 
 
 def bundle_label(path: Path) -> str:
@@ -97,13 +123,14 @@ class ServiceState:
         s = self.settings
         worker: InferenceWorker | None = None
         try:
-            predictor, self.bundle_label = loader(s)
+            predictors = self._build_predictors(loader)
+            predictor = predictors[0]
             manifest = getattr(predictor, "manifest", None)
             if manifest is not None:
                 self.metrics.register_classes(manifest.class_ids, manifest.class_names)
             self.samples = self._load_samples(manifest)
             worker = InferenceWorker(
-                predictor,
+                predictors,
                 max_batch_size=s.max_batch_size,
                 max_wait_s=s.max_wait_ms / 1000.0,
                 queue_size=s.queue_size,
@@ -126,7 +153,25 @@ class ServiceState:
             return
         self.status = "ready"
         self.metrics.model_ready.set(1)
-        logger.info("ready: %s (runtime %s)", self.bundle_label, getattr(predictor, "runtime_name", "?"))
+        logger.info(
+            "ready: %s (runtime %s, %d inference workers)",
+            self.bundle_label,
+            getattr(predictor, "runtime_name", "?"),
+            worker.workers,
+        )
+
+    def _build_predictors(self, loader: Loader) -> list[PredictorLike]:
+        """One predictor per worker, built one after the other (first engine calls never overlap)."""
+        count, threads = worker_plan(self.settings)
+        settings = self.settings.model_copy(update={"threads": threads})
+        predictors: list[PredictorLike] = []
+        for _ in range(count):
+            predictor, self.bundle_label = loader(settings)
+            if any(predictor is p for p in predictors):
+                logger.warning("the loader hands out one predictor for every worker: serving with one worker")
+                break
+            predictors.append(predictor)
+        return predictors
 
     def _load_samples(self, manifest: Any) -> SampleStore:
         s = self.settings

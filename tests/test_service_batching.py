@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from service import create_app
 from service.batching import InferenceWorker, Priority, QueueFullError, RequestTimeoutError
 from service.metrics import ServiceMetrics
-from tests.fixtures.service import GatedPredictor, encode_image, loader_for, make_settings
+from tests.fixtures.service import GatedPredictor, encode_image, loader_for, make_settings, running_client
 
 
 def _image(value: int, shape: tuple[int, int] = (8, 12)) -> np.ndarray:
@@ -143,6 +144,161 @@ def test_items_with_other_modes_are_not_merged() -> None:
     finally:
         worker.stop()
     assert predictor.calls[1:] == [["c1", "c2"], ["s1"]]
+
+
+def test_several_workers_run_batches_side_by_side() -> None:
+    predictors = [GatedPredictor(blocked=True), GatedPredictor(blocked=True)]
+    worker = InferenceWorker(predictors, max_batch_size=4, max_wait_s=0.0, queue_size=16)
+    assert worker.workers == 2 and worker.predictor is predictors[0]
+    worker.start()
+    try:
+        first = [worker.submit(_image(10), "a")]
+        _wait_for(lambda: any(p.entered.is_set() for p in predictors))
+        first.append(worker.submit(_image(10), "b"))
+        _wait_for(lambda: all(p.entered.is_set() for p in predictors))  # both busy at once, one image each
+        rest = [worker.submit(_image(20 + i), f"r{i}") for i in range(7)]
+        for p in predictors:
+            p.gate.set()
+        results = [f.result(10) for f in [*first, *rest]]
+    finally:
+        worker.stop()
+    assert [r.image_id for r in results] == ["a", "b", *[f"r{i}" for i in range(7)]]
+    calls = [call for p in predictors for call in p.calls]
+    assert sorted([["a"], ["b"]]) == sorted(call for call in calls if call[0] in "ab")
+    assert sorted(name for call in calls for name in call) == sorted(["a", "b", *[f"r{i}" for i in range(7)]])
+    assert max(len(call) for call in calls) > 1  # the waiting requests were merged
+    assert all(call == sorted(call, key=lambda n: int(n[1:])) for call in calls if call[0] == "r")  # FIFO
+
+
+class _SlowPredictor(GatedPredictor):
+    def predict(self, images, image_ids=None, mode="cascade", params=None):
+        time.sleep(0.002)  # long enough for the other workers to take the next batches
+        return super().predict(images, image_ids, mode, params)
+
+
+def test_several_workers_each_result_goes_to_its_request() -> None:
+    predictors = [_SlowPredictor(), _SlowPredictor(), _SlowPredictor()]
+    worker = InferenceWorker(predictors, max_batch_size=3, max_wait_s=0.001, queue_size=256)
+    worker.start()
+    try:
+        futures = {f"img{i}": worker.submit(_image(i % 200, (4 + i % 5, 6)), f"img{i}") for i in range(120)}
+        results = {name: future.result(10) for name, future in futures.items()}
+    finally:
+        worker.stop()
+    for i, (name, result) in enumerate(results.items()):
+        assert result.image_id == name and (result.height, result.width) == (4 + i % 5, 6)
+    assert sum(len(p.calls) > 0 for p in predictors) >= 2
+
+
+def test_several_workers_a_failing_item_fails_alone() -> None:
+    predictors = [GatedPredictor(blocked=True), GatedPredictor(blocked=True)]
+    worker = InferenceWorker(predictors, max_batch_size=8, max_wait_s=0.0, queue_size=16)
+    worker.start()
+    try:
+        blockers = [worker.submit(_image(0), "blocker1")]
+        _wait_for(lambda: any(p.entered.is_set() for p in predictors))
+        blockers.append(worker.submit(_image(0), "blocker2"))
+        _wait_for(lambda: all(p.entered.is_set() for p in predictors))
+        good = [worker.submit(_image(10), f"good{i}") for i in range(3)]
+        bad = worker.submit(_image(255), "bad")
+        for p in predictors:
+            p.gate.set()
+        assert [f.result(10).image_id for f in [*blockers, *good]] == [
+            "blocker1",
+            "blocker2",
+            "good0",
+            "good1",
+            "good2",
+        ]
+        with pytest.raises(ValueError, match="bad: refusing a white image"):
+            bad.result(10)
+        assert worker.submit(_image(30), "after").result(10).image_id == "after"
+        assert worker.alive
+    finally:
+        worker.stop()
+
+
+def test_several_workers_interactive_items_go_before_background_ones() -> None:
+    free, busy = GatedPredictor(blocked=True), GatedPredictor(blocked=True)
+    worker = InferenceWorker([free, busy], max_batch_size=8, max_wait_s=0.0, queue_size=8)
+    worker.start()
+    try:
+        blockers = [worker.submit(_image(1), "blocker0", priority=Priority.BACKGROUND)]
+        _wait_for(lambda: free.entered.is_set() or busy.entered.is_set())
+        blockers.append(worker.submit(_image(1), "blocker1", priority=Priority.BACKGROUND))
+        _wait_for(lambda: free.entered.is_set() and busy.entered.is_set())
+        background = [worker.submit(_image(2), f"job{i}", priority=Priority.BACKGROUND) for i in range(3)]
+        interactive = [worker.submit(_image(3), f"req{i}") for i in range(2)]
+        free.gate.set()  # one worker comes free while the other still runs a background batch
+        for future in interactive + background:
+            future.result(10)
+        busy.gate.set()
+        for future in blockers:
+            future.result(10)
+    finally:
+        worker.stop()
+    assert free.calls[1:] == [["req0", "req1"], ["job0", "job1", "job2"]]
+    assert len(busy.calls) == 1
+
+
+def test_worker_refuses_one_predictor_twice() -> None:
+    predictor = GatedPredictor()
+    with pytest.raises(ValueError, match="distinct predictors"):
+        InferenceWorker([predictor, predictor])
+    with pytest.raises(ValueError, match="distinct predictors"):
+        InferenceWorker([])
+
+
+@pytest.mark.parametrize(
+    ("device", "workers", "threads", "expected"),
+    [
+        ("cpu", None, None, (4, 1)),  # one single-threaded predictor per core
+        ("cpu", None, 2, (2, 2)),
+        ("cpu", 2, None, (2, 2)),  # the cores shared among the workers
+        ("cpu", 3, 1, (3, 1)),
+        ("cuda", None, None, (1, None)),
+        ("cuda:1", 2, 4, (2, 4)),
+    ],
+)
+def test_worker_plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, device, workers, threads, expected) -> None:
+    from service.state import worker_plan
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    settings = make_settings(tmp_path, device=device, workers=workers, threads=threads)
+    assert worker_plan(settings) == expected
+
+
+def test_the_service_builds_one_predictor_per_worker_one_after_another(
+    tmp_path: Path, service_images: list[np.ndarray]
+) -> None:
+    built: list[tuple[GatedPredictor, int | None]] = []
+    active = threading.Lock()
+
+    def _loader(settings):
+        assert active.acquire(blocking=False), "two predictors were built at the same time"
+        try:
+            time.sleep(0.05)
+            built.append((GatedPredictor(), settings.threads))
+            return built[-1][0], "fake"
+        finally:
+            active.release()
+
+    settings = make_settings(tmp_path, workers=3, threads=1)
+    with running_client(settings, _loader) as client:
+        payload = encode_image(service_images[0], "PNG")
+        for i in range(6):
+            response = client.post("/predict", files={"file": (f"{i}.png", payload, "image/png")})
+            assert response.status_code == 200, response.text
+            assert response.json()["image_id"] == f"{i}.png"
+        assert client.app.state.cascade.worker.workers == 3
+    assert [threads for _, threads in built] == [1, 1, 1]
+    assert sum(len(p.calls) for p, _ in built) == 6
+
+
+def test_a_loader_handing_out_one_predictor_gets_one_worker(tmp_path: Path, service_predictor) -> None:
+    with running_client(make_settings(tmp_path, workers=2), loader_for(service_predictor)) as client:
+        assert client.app.state.cascade.worker.workers == 1
+        assert client.get("/readyz").status_code == 200
 
 
 def _metric(text: str, name: str) -> float:

@@ -50,7 +50,16 @@ def serve(
     ),
     runtime: str | None = typer.Option(None, help="Inference runtime: auto, torch, onnx, openvino... (default auto)."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default auto)."),
-    threads: int | None = typer.Option(None, help="Intra-op threads of the runtime (default torch's default)."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Inference workers, each with its own predictor, batching on its own (default: one per CPU core on "
+        "CPU, one on a GPU; env CASCADE_WORKERS).",
+    ),
+    threads: int | None = typer.Option(
+        None, help="Intra-op threads per worker (default: cores / workers on CPU, i.e. 1 with the default workers)."
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve a cascade bundle over HTTP: /predict, /predict/batch, /jobs, the web GUI at /, /docs."""
@@ -78,6 +87,7 @@ def serve(
         "samples_dir": samples_dir,
         "runtime": runtime,
         "device": device,
+        "workers": workers,
         "threads": threads,
     }
     try:
