@@ -67,6 +67,9 @@ class ServiceMetrics:
             self.queue_wait.labels(priority)
             self.images.labels(priority)
         self.model_ready = Gauge("cascade_model_ready", "1 once the bundle has loaded.", registry=r)
+        self.inference_workers = Gauge(
+            "cascade_inference_workers", "Inference workers (predictors) serving requests.", registry=r
+        )
         self.jobs = Gauge("cascade_jobs", "Folder jobs by state.", ("state",), registry=r)
 
     def register_classes(self, class_ids: Sequence[int], names: Sequence[str]) -> None:

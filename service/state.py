@@ -153,6 +153,7 @@ class ServiceState:
             return
         self.status = "ready"
         self.metrics.model_ready.set(1)
+        self.metrics.inference_workers.set(worker.workers)
         logger.info(
             "ready: %s (runtime %s, %d inference workers)",
             self.bundle_label,

@@ -291,6 +291,7 @@ def test_the_service_builds_one_predictor_per_worker_one_after_another(
             assert response.status_code == 200, response.text
             assert response.json()["image_id"] == f"{i}.png"
         assert client.app.state.cascade.worker.workers == 3
+        assert _metric(client.get("/metrics").text, "cascade_inference_workers") == 3
     assert [threads for _, threads in built] == [1, 1, 1]
     assert sum(len(p.calls) for p, _ in built) == 6
 
