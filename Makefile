@@ -9,9 +9,13 @@ export PYTHONUNBUFFERED := 1
 # Demo knobs: `make demo RETRAIN=1` retrains the embedded bundle from fresh synthetic data.
 DEMO_DIR ?= data/demo
 DEMO_N ?= 400
+# Held-out demo images (never trained on): the README's examples and the web page's samples use them.
+DEMO_TEST_DIR ?= data/demo-test
 HOST ?= 127.0.0.1
 PORT ?= 8000
 RETRAIN ?= 0
+# `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu`: CPU-only torch (about 2 GB instead of 7 GB).
+TORCH_INDEX ?=
 # `make demo BUNDLE=neu-seg` serves the shipped NEU-Seg bundle (real steel) with NEU-Seg val images as samples.
 BUNDLE ?=
 NEU_SEG ?= ../shared/neu-seg
@@ -24,14 +28,15 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -e '.[train,serve,export,ray,dev]'
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv with torch 2.14.1 and the project with all extras.
 
-synth: install ## Write the synthetic demo data set (skipped when present).
+synth: install ## Write the synthetic demo training set and a 50-image held-out test set (skipped when present).
 	@test -f $(DEMO_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_DIR) --n $(DEMO_N) --seed 0
+	@test -f $(DEMO_TEST_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_TEST_DIR) --n 50 --seed 7
 
 retrain: install synth ## Retrain the embedded demo bundle on the synthetic data (about 13 minutes on 2 cores).
 	$(BIN)/cascade train --config configs/demo-cpu.yaml --data $(DEMO_DIR) --install-embedded
@@ -45,7 +50,7 @@ else
 	@if [ "$(RETRAIN)" = "1" ] || ! $(BIN)/python -c "import cascade.embedded as e, sys; sys.exit(0 if e.embedded_bundle_exists() else 1)"; then \
 		$(MAKE) retrain; fi
 	$(BIN)/cascade serve --host $(HOST) --port $(PORT) $(if $(BUNDLE),--bundle $(BUNDLE)) \
-		--samples-dir $(DEMO_DIR)/train_images --data-root data
+		--samples-dir $(DEMO_TEST_DIR)/train_images --data-root data
 endif
 
 neu-samples: ## Copy 48 NEU-Seg val images (never trained on) into data/ as web-page samples (needs ../shared).
