@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from cascade import __version__
+from cascade.calibration import Calibration
 from cascade.classes import ClassSet
 from cascade.constants import CLASS_IDS, CLASS_NAMES
+from cascade.gate_curve import GateCurve
 
 __all__ = [
     "CLASSIFIER_ARCHS",
@@ -198,6 +200,8 @@ class ClassParams:
         min_component_area: connected components with fewer pixels are removed first.
         soft_gate: scale the min-area floor by the classifier's confidence,
             ``min_area * 2 * (1 - probability)`` (see ``cascade.postprocess``); the gate itself stays.
+        predictable: False when tuning found the bundle cannot predict the class (too few positive tuning
+            images, or the tuned cascade misses them); the parameters still apply, the flag warns.
     """
 
     prob_threshold: float = 0.5
@@ -205,14 +209,16 @@ class ClassParams:
     min_area: int = 0
     min_component_area: int = 0
     soft_gate: bool = False
+    predictable: bool = True
 
     def __post_init__(self) -> None:
         for attr in ("prob_threshold", "pixel_threshold"):
             _set(self, attr, _check_float(getattr(self, attr), f"ClassParams.{attr}", 0.0, 1.0))
         for attr in ("min_area", "min_component_area"):
             _check_int(getattr(self, attr), f"ClassParams.{attr}", 0)
-        if not isinstance(self.soft_gate, bool):
-            raise ValueError(f"ClassParams.soft_gate must be true or false, got {self.soft_gate!r}")
+        for attr in ("soft_gate", "predictable"):
+            if not isinstance(getattr(self, attr), bool):
+                raise ValueError(f"ClassParams.{attr} must be true or false, got {getattr(self, attr)!r}")
 
 
 def _default_classes() -> tuple[ClassParams, ...]:
@@ -237,6 +243,10 @@ class BundleManifest:
         classes: post-processing parameters, one per class in ``class_ids`` order (default: defaults for each).
         tta: test-time augmentations, a subset of ``TTA_OPS``.
         provenance: dataset, metrics, code_version, created, config (free-form, JSON-serializable).
+        calibration: one ``Calibration`` per class applied to the classifier's probabilities before the gate
+            (``()``: none; the gate thresholds are then on raw probabilities).
+        gate_curve: what the gate costs and scores on the tuning images (``cascade.gate_curve``); None when
+            the bundle was tuned without it.
     """
 
     format_version: int = FORMAT_VERSION
@@ -251,6 +261,8 @@ class BundleManifest:
     classes: tuple[ClassParams, ...] = field(default_factory=_default_classes)
     tta: tuple[str, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    calibration: tuple[Calibration, ...] = ()
+    gate_curve: GateCurve | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.format_version, "format_version", 1)
@@ -291,6 +303,20 @@ class BundleManifest:
         if not isinstance(self.provenance, Mapping):
             raise ValueError(f"provenance must be a dict, got {type(self.provenance).__name__}")
         _set(self, "provenance", _json_normalise(dict(self.provenance), "provenance"))
+        self._check_gate()
+
+    def _check_gate(self) -> None:
+        n = len(self.class_ids)
+        calibration = tuple(self.calibration)
+        if calibration and (len(calibration) != n or not all(isinstance(c, Calibration) for c in calibration)):
+            raise ValueError(
+                f"calibration must be empty or {n} Calibrations (one per class id {list(self.class_ids)}), "
+                f"got {calibration!r}"
+            )
+        _set(self, "calibration", calibration)
+        curve = self.gate_curve
+        if curve is not None and (not isinstance(curve, GateCurve) or len(curve.classes) != n):
+            raise ValueError(f"gate_curve must be a GateCurve with one curve per class id {list(self.class_ids)}")
 
     def _check_specs(self) -> None:
         if not isinstance(self.classifier, ModelSpec):
@@ -358,6 +384,8 @@ class BundleManifest:
             "classes": [dataclasses.asdict(c) for c in self.classes],
             "tta": list(self.tta),
             "provenance": dict(self.provenance),
+            **({"calibration": [c.to_dict() for c in self.calibration]} if self.calibration else {}),
+            **({"gate_curve": self.gate_curve.to_dict()} if self.gate_curve is not None else {}),
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -396,6 +424,17 @@ class BundleManifest:
             if not isinstance(data["classes"], list):
                 raise ValueError("manifest field 'classes' must be a list of objects, one per class id")
             kwargs["classes"] = tuple(_build(ClassParams, c, f"classes[{i}]") for i, c in enumerate(data["classes"]))
+        if "calibration" in data:
+            if not isinstance(data["calibration"], list):
+                raise ValueError("manifest field 'calibration' must be a list of objects, one per class id")
+            kwargs["calibration"] = tuple(
+                _build(Calibration, c, f"calibration[{i}]") for i, c in enumerate(data["calibration"])
+            )
+        if data.get("gate_curve") is not None:
+            try:
+                kwargs["gate_curve"] = GateCurve.from_dict(data["gate_curve"])
+            except ValueError as err:
+                raise ValueError(f"manifest field 'gate_curve': {err}") from err
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:
@@ -411,7 +450,7 @@ class BundleManifest:
         return cls.from_dict(data)
 
 
-_NESTED = ("classifier", "segmenters", "normalization", "input_policy", "classes")
+_NESTED = ("classifier", "segmenters", "normalization", "input_policy", "classes", "calibration", "gate_curve")
 
 
 def _check_keys(data: Mapping[str, Any], kind: type, where: str, required: Sequence[str] = ()) -> None:

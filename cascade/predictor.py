@@ -5,7 +5,8 @@ images whose gate passed for that class and never on the others (``mode="segment
 gate). Images may differ in size: ``cascade.preprocess`` groups them by padded shape (or tiles them),
 and every probability map comes back at its image's input size. Test-time augmentation (``tta``:
 ``"hflip"``/``"vflip"``) averages the classifier's probabilities and the segmenters' maps over the
-flipped inputs.
+flipped inputs. A bundle with a ``calibration`` has the classifier's probabilities calibrated
+(``cascade.calibration``) before the gate: its thresholds, and every probability returned, are calibrated.
 
 ``infer`` + ``postprocess`` split the work so post-processing alone can re-run with other
 ``ClassParams`` (GUI sliders); ``predict`` does both. A predictor is not thread-safe: give each thread
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.bundle import LoadedBundle, load_bundle
+from cascade.calibration import calibrate
 from cascade.constants import IMAGE_SHAPE
 from cascade.gate import check_mode, check_params, gate
 from cascade.manifest import TTA_OPS, BundleManifest, ClassParams
@@ -52,6 +54,8 @@ class RawOutput:
             (only for segmented classes).
         mode: ``"cascade"`` or ``"segment_all"``.
         timings: seconds per stage (``preprocess``, ``classifier``, ``segmenters``, ``segmenter_<id>``).
+        uncalibrated: ``(N, C)`` the classifier's probabilities before the bundle's calibration (None when the
+            bundle has none: ``probabilities`` are then the raw ones).
     """
 
     image_ids: tuple[str, ...]
@@ -61,6 +65,7 @@ class RawOutput:
     maps: tuple[dict[int, np.ndarray], ...]
     mode: str
     timings: dict[str, float] = field(default_factory=dict)
+    uncalibrated: np.ndarray | None = None
 
 
 @dataclass
@@ -254,6 +259,10 @@ class CascadePredictor:
         for units, batch in plan.batches(max_batch=self.max_batch):
             unit_probs[units] = self._tta_classify(batch)
         probabilities = plan.reduce_max(unit_probs) if plan.units else unit_probs[:0]
+        uncalibrated = None
+        calibration = getattr(self.manifest, "calibration", ())  # () also for manifests of older code in-process
+        if calibration:
+            uncalibrated, probabilities = probabilities, calibrate(probabilities, calibration)
         timings["classifier"] = time.perf_counter() - start
 
         segmented = gate(probabilities, params, mode)
@@ -274,7 +283,7 @@ class CascadePredictor:
             timings["segmenters"] += timings[f"segmenter_{cid}"]
         self.stats.calls += 1
         self.stats.images += len(images)
-        return RawOutput(tuple(ids), tuple(plan.shapes), probabilities, segmented, maps, mode, timings)
+        return RawOutput(tuple(ids), tuple(plan.shapes), probabilities, segmented, maps, mode, timings, uncalibrated)
 
     @staticmethod
     def _image_ids(image_ids: Sequence[str] | None, count: int) -> list[str]:

@@ -136,3 +136,62 @@ def test_from_json_rejects_bad_json() -> None:
         BundleManifest.from_json("{not json")
     with pytest.raises(ValueError, match="manifest must be a JSON object, got list"):
         BundleManifest.from_json("[]")
+
+
+def _gate_curve(n: int = 4) -> Any:
+    from cascade.gate_curve import ClassGateCurve, GateCurve, GatePoint
+
+    curve = ClassGateCurve(
+        prob_thresholds=(0.0, 0.5), dice=(0.6, 0.7), pass_rate=(1.0, 0.25), recall=(1.0, 0.9),
+        pixel_thresholds=(0.5, 0.5), min_areas=(0, 100), positives=10, positive_dice=0.6,
+    )  # fmt: skip
+    points = (GatePoint(0.25 * n, 0.7, (0.5,) * n), GatePoint(1.0 * n, 0.72, (0.0,) * n))
+    return GateCurve(images=40, classes=(curve,) * n, frontier=points, chosen=points[0], dice_only=points[1])
+
+
+def test_calibration_gate_curve_and_predictable_round_trip() -> None:
+    from cascade.calibration import Calibration
+
+    manifest = _manifest(
+        classes=[ClassParams(predictable=k != 1) for k in range(4)],
+        calibration=[Calibration(1.0 + k, -0.1 * k) for k in range(4)],
+        gate_curve=_gate_curve(),
+    )
+    data = json.loads(manifest.to_json())
+    assert data["calibration"][1] == {"temperature": 2.0, "bias": -0.1}
+    assert data["gate_curve"]["chosen"]["runs_per_image"] == 1.0
+    assert [c["predictable"] for c in data["classes"]] == [True, False, True, True]
+    again = BundleManifest.from_dict(data)
+    assert again == manifest
+    assert again.gate_curve.classes[2].pass_rate == (1.0, 0.25)
+
+
+def test_manifests_without_the_gate_fields_still_load() -> None:
+    old = _manifest().to_dict()
+    for entry in old["classes"]:
+        del entry["predictable"]  # written before the flag existed
+    assert "calibration" not in old and "gate_curve" not in old
+    manifest = BundleManifest.from_dict(old)
+    assert manifest.calibration == () and manifest.gate_curve is None
+    assert all(c.predictable for c in manifest.classes)
+    assert BundleManifest.from_dict(old | {"gate_curve": None}).gate_curve is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"calibration": [{"temperature": 1.0, "bias": 0.0}]}, "calibration must be empty or 4 Calibrations"),
+        ({"calibration": [{"temperature": 0.0}] * 4}, r"calibration\[0\].*temperature must be > 0"),
+        ({"calibration": {"temperature": 1.0}}, "'calibration' must be a list"),
+        ({"gate_curve": {"images": 3}}, "'gate_curve'"),
+        ({"classes": [{"predictable": "yes"}] * 4}, "predictable must be true or false"),
+    ],
+)
+def test_gate_fields_are_validated(edit: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BundleManifest.from_dict(_manifest().to_dict() | edit)
+
+
+def test_gate_curve_must_match_the_classes() -> None:
+    with pytest.raises(ValueError, match="one curve per class id"):
+        _manifest(gate_curve=_gate_curve(3))

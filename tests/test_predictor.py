@@ -240,3 +240,29 @@ def test_bad_input_raises_value_error(
 def test_bad_options_raise(confident_bundle: LoadedBundle, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         CascadePredictor(confident_bundle, **{"device": "cpu", "runtime": "torch", **kwargs})
+
+
+def test_calibrated_bundle_returns_and_gates_on_calibrated_probabilities(confident_bundle: LoadedBundle) -> None:
+    from cascade.calibration import Calibration, calibrate
+
+    plain = CascadePredictor(confident_bundle, device="cpu", runtime="torch")
+    calibration = (Calibration(2.0, 0.5), Calibration(0.5, -1.0), Calibration(), Calibration(3.0, 0.0))
+    manifest = dataclasses.replace(confident_bundle.manifest, calibration=calibration)
+    calibrated = CascadePredictor(
+        dataclasses.replace(confident_bundle, manifest=manifest), device="cpu", runtime="torch"
+    )
+    images = random_images(4, seed=11)
+    raw_plain = plain.infer(images, "segment_all")
+    raw = calibrated.infer(images, "segment_all")
+    assert raw_plain.uncalibrated is None
+    np.testing.assert_array_equal(raw.uncalibrated, raw_plain.probabilities)
+    np.testing.assert_allclose(raw.probabilities, calibrate(raw_plain.probabilities, calibration), atol=1e-7)
+    assert raw.probabilities.dtype == np.float32
+    for k in range(4):  # ranking kept
+        np.testing.assert_array_equal(np.argsort(raw.probabilities[:, k]), np.argsort(raw_plain.probabilities[:, k]))
+    thresholds = np.median(raw.probabilities, axis=0)
+    params = tuple(ClassParams(prob_threshold=float(t)) for t in thresholds)
+    gated = calibrated.infer(images, "cascade", params=params)
+    np.testing.assert_array_equal(gated.segmented, raw.probabilities >= thresholds[None, :])
+    results = calibrated.postprocess(gated, params)
+    assert [c.probability for c in results[0].classes] == pytest.approx(raw.probabilities[0].tolist())
