@@ -267,6 +267,17 @@ class TuneConfig:
         tolerance: grid points within this of a class's best validation Dice count as equally good, and the
             centre of that near-optimal region is chosen instead of the single best point (robust to the
             noise of a small tuning set; 0 picks the best point).
+        cost_weight: lambda of ``Dice - lambda * segmenter_runs_per_image``: the mean Dice given up for one
+            segmenter run per image saved (``training.gate_tuning``); 0 tunes for Dice alone.
+        max_segmenter_runs_per_image: budget of segmenter runs per tuning image, summed over the classes
+            (None: no budget).
+        min_recall: a class's gate must open for at least this share of its positive tuning images (rare
+            classes keep a gate that opens; 0: no constraint).
+        min_positives: a class with fewer positive tuning images is flagged unpredictable in the bundle.
+        min_positive_dice: a class whose tuned cascade scores a lower mean Dice on its positive tuning images
+            is flagged unpredictable in the bundle.
+        calibrate: fit a per-class temperature and bias on the tuning images' out-of-fold probabilities
+            (``cascade.calibration``), store it in the bundle and tune the gate on calibrated probabilities.
     """
 
     prob_thresholds: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -274,6 +285,12 @@ class TuneConfig:
     min_areas: tuple[int, ...] = (0, 200, 400, 800, 1200, 1600, 2400, 3200)
     batch_size: int = 4
     tolerance: float = 0.0
+    cost_weight: float = 0.0
+    max_segmenter_runs_per_image: float | None = None
+    min_recall: float = 0.0
+    min_positives: int = 3
+    min_positive_dice: float = 0.1
+    calibrate: bool = True
 
 
 @dataclass(frozen=True)

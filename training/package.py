@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from cascade.bundle import LoadedBundle, save_bundle
+from cascade.calibration import Calibration
 from cascade.classes import SEVERSTAL, ClassSet
 from cascade.constants import CLASS_IDS
+from cascade.gate_curve import GateCurve
 from cascade.manifest import BundleManifest, ClassParams, InputPolicy, ModelSpec, Normalization, make_provenance
 from training.config import PipelineConfig
 from training.loop import load_checkpoint
@@ -35,6 +37,7 @@ __all__ = [
     "load_trained",
     "main",
     "read_class_params",
+    "read_gate",
     "run",
     "write_bundle",
 ]
@@ -56,8 +59,11 @@ def build_manifest(
     classes: Sequence[ClassParams] | None = None,
     provenance: Mapping[str, Any] | None = None,
     image_size: tuple[int, int] | None = None,
+    calibration: Sequence[Calibration] = (),
+    gate_curve: GateCurve | None = None,
 ) -> BundleManifest:
-    """The bundle manifest of a configuration for ``class_set`` (default ``ClassParams`` when ``classes`` is None)."""
+    """The bundle manifest of a configuration for ``class_set`` (default ``ClassParams`` when ``classes`` is None,
+    no calibration and no gate curve unless given)."""
     inp = config.input
     seg = config.segmenter
     return BundleManifest(
@@ -72,6 +78,8 @@ def build_manifest(
         classes=tuple(classes) if classes is not None else tuple(ClassParams() for _ in class_set.ids),
         tta=config.package.tta,
         provenance=dict(provenance or {}),
+        calibration=tuple(calibration),
+        gate_curve=gate_curve,
     )
 
 
@@ -118,6 +126,22 @@ def read_class_params(
     return classes, record["validation"]
 
 
+def read_gate(
+    run_dir: str | Path, class_ids: Sequence[int] = CLASS_IDS
+) -> tuple[tuple[Calibration, ...], GateCurve | None]:
+    """The calibration (``()`` when none) and the gate curve (None when none) from ``thresholds.json``.
+
+    Files written before either existed give ``((), None)``.
+    """
+    record = json.loads((Path(run_dir) / "thresholds.json").read_text())
+    calibration: tuple[Calibration, ...] = ()
+    if record.get("calibration"):
+        per_class = record["calibration"]["classes"]
+        calibration = tuple(Calibration(per_class[str(c)]["temperature"], per_class[str(c)]["bias"]) for c in class_ids)
+    curve = record.get("gate_curve")
+    return calibration, GateCurve.from_dict(curve) if curve else None
+
+
 def in_memory_bundle(ws: Workspace, classes: Sequence[ClassParams] | None = None) -> LoadedBundle:
     """A ``LoadedBundle`` of the run's networks without writing a file (for tuning)."""
     classifier, segmenters = load_trained(ws)
@@ -146,11 +170,12 @@ def _dataset_record(ws: Workspace) -> dict[str, Any]:
 def write_bundle(ws: Workspace, metrics: Mapping[str, Any], path: Path | None = None) -> Path:
     """Save the run's bundle with the tuned thresholds and ``metrics`` in its provenance."""
     classes, _ = read_class_params(ws.run_dir, ws.class_ids)
+    calibration, curve = read_gate(ws.run_dir, ws.class_ids)
     classifier, segmenters = load_trained(ws)
     provenance = make_provenance(
         dataset=_dataset_record(ws), metrics=metrics, config=config_to_dict(ws.config), recipe=ws.config.name
     )
-    manifest = build_manifest(ws.config, ws.classes, classes, provenance, ws.image_size)
+    manifest = build_manifest(ws.config, ws.classes, classes, provenance, ws.image_size, calibration, curve)
     path = path or bundle_path(ws.config, ws.run_dir)
     save_bundle(path, manifest, classifier, segmenters, dtype=torch.float16 if ws.config.package.half else None)
     logger.info("bundle written to %s (%.1f MB)", path, path.stat().st_size / 2**20)

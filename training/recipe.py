@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from cascade.classes import MAX_CLASS_ID
-from training.config import PipelineConfig
+from training.config import PipelineConfig, TuneConfig
 
 __all__ = ["config_from_dict", "config_to_dict", "load_config"]
 
@@ -142,6 +142,22 @@ def _check_choice(where: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{where}={value!r} is not valid; allowed: {list(allowed)}")
 
 
+def _check_tune(tune: TuneConfig) -> None:
+    if tune.cost_weight < 0:
+        raise ValueError(f"tune.cost_weight={tune.cost_weight} must be >= 0 (0 tunes for Dice alone)")
+    budget = tune.max_segmenter_runs_per_image
+    if budget is not None and budget < 0:
+        raise ValueError(f"tune.max_segmenter_runs_per_image={budget} must be >= 0 or null (no budget)")
+    for key in ("min_recall", "min_positive_dice"):
+        if not 0 <= getattr(tune, key) <= 1:
+            raise ValueError(f"tune.{key}={getattr(tune, key)} must be in [0, 1]")
+    if tune.min_positives < 0:
+        raise ValueError(f"tune.min_positives={tune.min_positives} must be >= 0")
+    bad = sorted(t for t in tune.prob_thresholds if not 0 <= t <= 1)
+    if bad:
+        raise ValueError(f"tune.prob_thresholds has values outside [0, 1]: {bad}")
+
+
 def _validate(config: PipelineConfig) -> None:
     """Check values that types alone cannot (choices, ranges)."""
     _check_choice("device", config.device, ("auto", "cpu", "cuda"))
@@ -159,6 +175,7 @@ def _validate(config: PipelineConfig) -> None:
         raise ValueError(f"input.scale={config.input.scale} must be in (0, 1]")
     if not 0 <= config.tune.tolerance < 1:
         raise ValueError(f"tune.tolerance={config.tune.tolerance} must be in [0, 1)")
+    _check_tune(config.tune)
     if config.classifier.parallel_folds < 1:
         raise ValueError(f"classifier.parallel_folds={config.classifier.parallel_folds} must be >= 1")
     if config.data.n_folds < 2:

@@ -7,30 +7,44 @@ The gate uses the classifier's **out-of-fold** probabilities (``classifier/oof.c
 may have trained on these images. The grid search itself is :mod:`training.thresholds`; maps are reduced
 to per-image Dice tables batch by batch, so memory does not grow with the number of images.
 
-Writes ``thresholds.json`` (chosen ``ClassParams`` per class and the validation Dice of the cascade,
-segment-all and all-empty) and ``tune_scores.npz`` (the full grids, for the report's sweep plots).
+With ``tune.calibrate`` a per-class temperature and bias is fitted on those probabilities first
+(``cascade.calibration``) and the gate is tuned on the calibrated ones, which the bundle's predictor returns.
+The gate thresholds are then chosen for Dice and cost (``tune.cost_weight``, ``tune.max_segmenter_runs_per_image``)
+and a minimum recall on rare classes (``tune.min_recall``) by :mod:`training.gate_tuning`; with all three at
+their defaults the choice is the Dice-only one. Classes the tuned cascade cannot predict are flagged.
+
+Writes ``thresholds.json`` (chosen ``ClassParams`` per class, the validation Dice of the cascade, segment-all
+and all-empty, the calibration with its ECE and AUC before/after, and the gate curve) and ``tune_scores.npz``
+(the full grids, for the report's sweep plots).
 
 Run on its own: ``python -m training.tune_thresholds --config configs/demo-cpu.yaml [--out RUN_DIR]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from cascade.calibration import Calibration, calibrate, expected_calibration_error, fit_calibration
+from cascade.gate_curve import GateCurve
 from cascade.imageio import read_image
 from cascade.manifest import ClassParams
+from training.config import TuneConfig
+from training.gate_tuning import GateChoice, choose_gates, class_options, gate_curve
 from training.oof import read_oof
 from training.package import in_memory_bundle
-from training.thresholds import ClassTuning, dice_tables, tune_class
+from training.thresholds import ClassTuning, dice_tables, pick_best, tune_class
 from training.workspace import Workspace
 
-__all__ = ["compute_dice_tables", "main", "run"]
+__all__ = ["CascadeTuning", "compute_dice_tables", "main", "run", "tune_cascade"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +93,152 @@ def compute_dice_tables(
     return np.concatenate(tables), np.concatenate(empty), np.concatenate(probs)
 
 
+@dataclass(frozen=True)
+class CascadeTuning:
+    """Tuning result of every class.
+
+    Attributes:
+        classes: class id -> chosen thresholds, their Dice and the whole grid.
+        params: the chosen ``ClassParams`` per class, in class order (``predictable`` set).
+        calibration: one ``Calibration`` per class (``()`` without calibration).
+        calibration_report: ECE and ROC AUC per class before/after calibration (``{}`` without it).
+        curve: the gate's cost/score curve, chosen and Dice-only points.
+    """
+
+    classes: dict[int, ClassTuning]
+    params: tuple[ClassParams, ...]
+    calibration: tuple[Calibration, ...]
+    calibration_report: dict[str, Any]
+    curve: GateCurve
+
+
+def _auc(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, probabilities)) if 0 < labels.sum() < len(labels) else None
+
+
+def _calibrate(probabilities: np.ndarray, labels: np.ndarray, class_ids: Sequence[int]) -> tuple[tuple, dict]:
+    calibrations = tuple(fit_calibration(probabilities[:, k], labels[:, k]) for k in range(len(class_ids)))
+    calibrated = calibrate(probabilities, calibrations)
+    report: dict[str, Any] = {
+        "ece_before": expected_calibration_error(probabilities, labels),
+        "ece_after": expected_calibration_error(calibrated, labels),
+        "classes": {},
+    }
+    for k, class_id in enumerate(class_ids):
+        before, after, y = probabilities[:, k], calibrated[:, k], labels[:, k]
+        report["classes"][str(class_id)] = {
+            **calibrations[k].to_dict(),
+            "ece_before": expected_calibration_error(before, y),
+            "ece_after": expected_calibration_error(after, y),
+            "auc_before": _auc(before, y),
+            "auc_after": _auc(after, y),
+        }
+    return calibrations, report
+
+
+def _dice_only_index(tuning: ClassTuning, admissible: np.ndarray, gates: Sequence[float], tolerance: float) -> int:
+    """Gate index of the Dice-only choice: today's plateau centre over the admissible thresholds."""
+    index = list(gates).index(tuning.prob_threshold)
+    if admissible[index]:
+        return index
+    allowed = np.flatnonzero(admissible)
+    return int(allowed[pick_best(tuning.scores[allowed], max(tolerance, 1e-9))[0]])
+
+
+def tune_cascade(
+    probabilities: np.ndarray,
+    tables: np.ndarray,
+    truth_empty: np.ndarray,
+    class_ids: Sequence[int],
+    config: TuneConfig,
+) -> CascadeTuning:
+    """Calibrate, then choose every class's gate, pixel threshold and min-area.
+
+    Args:
+        probabilities: ``(N, C)`` out-of-fold classifier probabilities of the tuning images (uncalibrated).
+        tables: ``(N, C, P, M)`` Dice tables from :func:`compute_dice_tables`.
+        truth_empty: ``(N, C)`` True where a class is absent.
+        class_ids: the ``C`` class ids.
+        config: grids and the gate's economics (``cost_weight``, ``max_segmenter_runs_per_image``,
+            ``min_recall``, ``min_positives``, ``min_positive_dice``, ``calibrate``).
+    """
+    labels = ~np.asarray(truth_empty, dtype=bool)
+    calibration: tuple[Calibration, ...] = ()
+    calibration_report: dict[str, Any] = {}
+    if config.calibrate:
+        calibration, calibration_report = _calibrate(np.asarray(probabilities, np.float64), labels, class_ids)
+        probabilities = calibrate(np.asarray(probabilities, np.float64), calibration)
+    gates = sorted({0.0, *(float(t) for t in config.prob_thresholds)})
+    tunings, options = [], []
+    for k in range(len(class_ids)):
+        p_k, empty_k = probabilities[:, k], truth_empty[:, k]
+        tuning = tune_class(
+            p_k, tables[:, k], empty_k, gates, config.pixel_thresholds, config.min_areas, config.tolerance
+        )
+        tunings.append(tuning)
+        options.append(class_options(p_k, tuning.scores, empty_k, gates, config.tolerance, config.min_recall))
+    dice_only: list[tuple[int, int, int]] = []
+    for tuning, o in zip(tunings, options, strict=True):
+        t = _dice_only_index(tuning, o.admissible, gates, config.tolerance)
+        if gates[t] == tuning.prob_threshold:  # today's choice, unchanged
+            p = list(config.pixel_thresholds).index(tuning.pixel_threshold)
+            m = list(config.min_areas).index(tuning.min_area)
+        else:
+            p, m = int(o.pixel_index[t]), int(o.area_index[t])
+        dice_only.append((t, p, m))
+    n = len(probabilities)
+
+    def as_choice(points: Sequence[tuple[int, int, int]]) -> GateChoice:
+        runs = sum(int(o.passed[t]) for o, (t, _, _) in zip(options, points, strict=True)) / n
+        dice = float(np.mean([tu.scores[t, p, m] for tu, (t, p, m) in zip(tunings, points, strict=True)]))
+        return GateChoice(tuple(t for t, _, _ in points), runs, dice)
+
+    chosen = dice_only
+    if config.cost_weight > 0 or config.max_segmenter_runs_per_image is not None:
+        picked = choose_gates(options, config.cost_weight, config.max_segmenter_runs_per_image)
+        chosen = [
+            (t, int(o.pixel_index[t]), int(o.area_index[t])) for o, t in zip(options, picked.indices, strict=True)
+        ]
+    results: dict[int, ClassTuning] = {}
+    params, positive_dice, notes = [], [], []
+    for k, class_id in enumerate(class_ids):
+        t, p, m = chosen[k]
+        tuning, o = tunings[k], options[k]
+        opened = probabilities[:, k] >= gates[t]
+        positive = labels[:, k]
+        pos_dice = float(np.mean(np.where(opened, tables[:, k, p, m], 0.0)[positive])) if positive.any() else 0.0
+        predictable, note = True, ""
+        if o.positives < config.min_positives:
+            predictable, note = False, f"unpredictable: {o.positives} positive tuning images (< {config.min_positives})"
+        elif pos_dice < config.min_positive_dice:
+            predictable, note = False, f"unpredictable: Dice {pos_dice:.3f} on positives (< {config.min_positive_dice})"
+        elif not o.admissible[gates.index(tuning.prob_threshold)]:
+            note = f"gate lowered to keep recall >= {config.min_recall:g}"
+        results[class_id] = dataclasses.replace(
+            tuning,
+            prob_threshold=gates[t],
+            pixel_threshold=float(config.pixel_thresholds[p]),
+            min_area=int(config.min_areas[m]),
+            dice=float(tuning.scores[t, p, m]),
+            dice_segment_all=float(tuning.scores[0, p, m]),
+        )
+        r = results[class_id]
+        params.append(ClassParams(r.prob_threshold, r.pixel_threshold, r.min_area, predictable=predictable))
+        positive_dice.append(pos_dice)
+        notes.append(note)
+        if not predictable:
+            logger.warning("class %d: %s", class_id, note)
+    curve = gate_curve(
+        options, as_choice(chosen), as_choice(dice_only), pixel_grid=config.pixel_thresholds,
+        area_grid=config.min_areas, positive_dice=positive_dice, notes=notes, cost_weight=config.cost_weight,
+        max_runs_per_image=config.max_segmenter_runs_per_image, min_recall=config.min_recall,
+        calibrated=bool(calibration),
+    )  # fmt: skip
+    return CascadeTuning(results, tuple(params), calibration, calibration_report, curve)
+
+
 def run(ws: Workspace, resume: bool = False) -> Path:
     """Stage entry point: tune every class and write ``thresholds.json`` and ``tune_scores.npz``."""
     from cascade.predictor import CascadePredictor
@@ -95,35 +255,38 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         predictor, ws.store.images_dir, val_ids, ws.annotations.masks, grid.pixel_thresholds, grid.min_areas,
         grid.batch_size, ws.ctx.is_main,
     )  # fmt: skip
-    results: dict[int, ClassTuning] = {}
-    for k, class_id in enumerate(ws.class_ids):
-        results[class_id] = tune_class(
-            oof.probabilities[:, k], tables[:, k], empty[:, k], grid.prob_thresholds, grid.pixel_thresholds,
-            grid.min_areas, grid.tolerance,
-        )  # fmt: skip
-        r = results[class_id]
+    tuned = tune_cascade(oof.probabilities, tables, empty, ws.class_ids, grid)
+    results = tuned.classes
+    for class_id, r in results.items():
         logger.info(
             "class %d: prob>=%.2f pixel>=%.2f min_area=%d -> dice %.4f (segment_all %.4f, empty %.4f)",
             class_id, r.prob_threshold, r.pixel_threshold, r.min_area, r.dice, r.dice_segment_all, r.dice_empty,
         )  # fmt: skip
+    curve = tuned.curve
     validation = {
         "images": len(val_ids),
         "dice_cascade": float(np.mean([r.dice for r in results.values()])),
         "dice_segment_all": float(np.mean([r.dice_segment_all for r in results.values()])),
         "dice_empty": float(np.mean([r.dice_empty for r in results.values()])),
+        "runs_per_image": curve.chosen.runs_per_image,
+        "dice_only": {"dice": curve.dice_only.dice, "runs_per_image": curve.dice_only.runs_per_image},
         "per_class": {str(c): {"cascade": r.dice, "segment_all": r.dice_segment_all, "empty": r.dice_empty}
                       for c, r in results.items()},
     }  # fmt: skip
+    if tuned.calibration_report:
+        validation["ece_before"] = tuned.calibration_report["ece_before"]
+        validation["ece_after"] = tuned.calibration_report["ece_after"]
     record = {
         "classes": {
             str(c): {
                 "params": {
-                    "prob_threshold": r.prob_threshold,
-                    "pixel_threshold": r.pixel_threshold,
-                    "min_area": r.min_area,
+                    "prob_threshold": p.prob_threshold,
+                    "pixel_threshold": p.pixel_threshold,
+                    "min_area": p.min_area,
+                    "predictable": p.predictable,
                 }
             }
-            for c, r in results.items()
+            for c, p in zip(ws.class_ids, tuned.params, strict=True)
         },
         "validation": validation,
         "grid": {
@@ -131,15 +294,20 @@ def run(ws: Workspace, resume: bool = False) -> Path:
             "pixel_thresholds": list(grid.pixel_thresholds),
             "min_areas": list(grid.min_areas),
         },
+        "calibration": tuned.calibration_report or None,
+        "gate_curve": curve.to_dict(),
     }
     path = ws.run_dir / "thresholds.json"
     path.write_text(json.dumps(record, indent=2))
     np.savez_compressed(ws.run_dir / "tune_scores.npz", **{f"class{c}": r.scores for c, r in results.items()})
     for class_id in ws.class_ids:  # validate what we wrote
         ClassParams(**record["classes"][str(class_id)]["params"])
+    GateCurve.from_dict(record["gate_curve"])
     logger.info(
-        "tuned on %d validation images: cascade %.4f, segment_all %.4f, all-empty %.4f",
-        len(val_ids), validation["dice_cascade"], validation["dice_segment_all"], validation["dice_empty"],
+        "tuned on %d validation images: cascade %.4f at %.3f segmenter runs/image (Dice-only %.4f at %.3f), "
+        "segment_all %.4f, all-empty %.4f",
+        len(val_ids), validation["dice_cascade"], curve.chosen.runs_per_image, curve.dice_only.dice,
+        curve.dice_only.runs_per_image, validation["dice_segment_all"], validation["dice_empty"],
     )  # fmt: skip
     return path
 
