@@ -1,14 +1,22 @@
 """Decoding images from files or bytes into the ``(H, W, 3)`` uint8 RGB arrays the cascade takes.
 
-Handles grayscale, RGB, RGBA (alpha dropped), palette and 16-bit images, and refuses truncated
-files and decompression bombs with an ``ImageDecodeError`` that says why.
+Handles grayscale, RGB, RGBA (alpha dropped), palette, 16-bit and float images, and refuses with an
+``ImageDecodeError`` that says why: truncated files, decompression bombs, images with more than one frame
+(multi-page TIFFs, animated PNGs: which frame is meant is not for the decoder to guess) and float images
+holding NaN or infinity (they have no defined grey level).
+
+EXIF orientation is ignored on purpose: pixels are used as stored, the way line-scan cameras write them and
+the way Kaggle's RLE masks index them (a rotated image would no longer match its masks).
 """
 
 from __future__ import annotations
 
 import io
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +26,9 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_FORMATS",
     "ImageDecodeError",
+    "ImageHeader",
     "decode_image",
+    "probe_image",
     "read_image",
     "read_image_size",
     "read_image_sizes",
@@ -33,11 +43,31 @@ DEFAULT_MAX_PIXELS: int = 40_000_000
 
 
 class ImageDecodeError(ValueError):
-    """An image could not be decoded; the message says why. ``unsupported`` marks a wrong format."""
+    """An image could not be decoded; the message says why.
 
-    def __init__(self, message: str, *, unsupported: bool = False) -> None:
+    Attributes:
+        unsupported: the format is not one of ``SUPPORTED_FORMATS``.
+        too_large: the image has more pixels than allowed (a possible decompression bomb).
+    """
+
+    def __init__(self, message: str, *, unsupported: bool = False, too_large: bool = False) -> None:
         super().__init__(message)
         self.unsupported = unsupported
+        self.too_large = too_large
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, before any pixel is decoded."""
+
+    format: str
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        """``width * height``."""
+        return self.width * self.height
 
 
 def to_rgb(array: np.ndarray) -> np.ndarray:
@@ -65,11 +95,21 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
+def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> ImageHeader:
+    """Read an image's header only (format and size; no pixel is decoded) and apply the checks ``decode_image`` does.
+
+    Raises:
+        ImageDecodeError: empty, unsupported, multi-frame, too large or unreadable data.
+    """
+    with _opened(data, max_pixels, name) as img:
+        return ImageHeader(str(img.format), *img.size)
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes to RGB.
 
     Args:
-        data: the encoded file (JPEG, PNG, BMP or TIFF).
+        data: the encoded file (JPEG, PNG, BMP or TIFF), one frame.
         max_pixels: refuse images with more pixels than this (decompression bombs).
         name: shown in error messages.
 
@@ -77,8 +117,35 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
         ``(H, W, 3)`` uint8 RGB array.
 
     Raises:
-        ImageDecodeError: empty, unsupported, truncated, too large or otherwise undecodable data.
+        ImageDecodeError: empty, unsupported, truncated, too large, multi-frame, non-finite or otherwise
+            undecodable data.
     """
+    with _opened(data, max_pixels, name) as img:
+        try:
+            img.load()
+            return _pil_to_rgb(img, name)
+        except ImageDecodeError:
+            raise
+        except OSError as exc:  # truncated or corrupt data
+            raise ImageDecodeError(f"{name}: cannot decode image: {exc}") from exc
+        except (ValueError, SyntaxError, MemoryError) as exc:
+            raise ImageDecodeError(f"{name}: cannot decode image: {exc}") from exc
+
+
+_BOMB_SIZE = re.compile(r"Image size \(([0-9]+) pixels\)")
+
+
+def _too_large(name: str, pixels: int | None, max_pixels: int) -> ImageDecodeError:
+    size = f"{pixels} pixels, " if pixels is not None else ""
+    return ImageDecodeError(
+        f"{name}: {size}more than the limit of {max_pixels} pixels (refused as a possible decompression bomb)",
+        too_large=True,
+    )
+
+
+@contextmanager
+def _opened(data: bytes, max_pixels: int, name: str) -> Iterator[Image.Image]:
+    """The opened (not yet loaded) single-frame image of ``data``, its format and size checked."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file")
     try:
@@ -92,33 +159,43 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
                     )
                 width, height = img.size
                 if width * height > max_pixels:
+                    raise _too_large(f"{name} ({width}x{height})", width * height, max_pixels)
+                if getattr(img, "is_animated", False):  # looks at the second frame only, never counts them all
                     raise ImageDecodeError(
-                        f"{name}: {width}x{height} has {width * height} pixels, more than the limit of {max_pixels}"
-                        " (refused as a possible decompression bomb)"
+                        f"{name}: a {img.format} with more than one frame; send one image per file (only "
+                        "single-frame images are accepted, so no frame is silently dropped)"
                     )
-                img.load()
-                return _pil_to_rgb(img)
+                yield img
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             f"{name}: not a recognised image; allowed: {', '.join(SUPPORTED_FORMATS)}", unsupported=True
         ) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own, larger limit
+        match = _BOMB_SIZE.search(str(exc))
+        raise _too_large(name, int(match.group(1)) if match else None, max_pixels) from exc
     except OSError as exc:  # truncated or corrupt data
         raise ImageDecodeError(f"{name}: cannot decode image: {exc}") from exc
-    except (ValueError, SyntaxError, MemoryError) as exc:
+    except (ValueError, SyntaxError, MemoryError, EOFError) as exc:
         raise ImageDecodeError(f"{name}: cannot decode image: {exc}") from exc
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
     if img.mode in ("RGB", "L"):
         return to_rgb(np.asarray(img))
     if img.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "RGBX"):
         return to_rgb(np.asarray(img.convert("RGB")))
     # 16-bit and 32-bit grayscale ("I;16", "I;16B", "I", "F") and the like.
-    return to_rgb(np.asarray(img))
+    array = np.asarray(img)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ImageDecodeError(
+                f"{name}: {bad} of {array.size} pixels are NaN or infinite; a float image needs finite values "
+                "(refused: they have no grey level, and one infinity would turn the whole image black)"
+            )
+    return to_rgb(array)
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
