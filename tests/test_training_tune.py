@@ -106,7 +106,7 @@ def test_rare_class_keeps_a_gate_and_unpredictable_class_is_flagged() -> None:
     free = tune_cascade(probabilities, tables, empty, CLASS_IDS, dataclasses.replace(CONFIG, calibrate=False))
     rare = free.curve.classes[2]
     assert rare.positives == 2
-    assert not free.params[2].predictable and "2 positive tuning images" in rare.note  # < min_positives
+    assert not free.params[2].predictable and "2 positive image(s) to tune on" in rare.note  # < min_positives
     assert free.params[0].predictable and free.params[1].predictable
     constrained = tune_cascade(
         probabilities, tables, empty, CLASS_IDS, dataclasses.replace(CONFIG, calibrate=False, min_recall=1.0)

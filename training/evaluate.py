@@ -7,7 +7,9 @@ validation images (then the numbers are not independent of the tuning). The bund
 masks are the same maps post-processed behind the gate, so both modes are scored on identical network
 outputs. Reported: Kaggle Dice overall and per class for the cascade, segment-all and the all-empty
 baseline; classifier ROC AUC and F1 per class (scikit-learn); the gate's confusion matrices; the share of
-(image, class) pairs the gate sends to a segmenter. Afterwards the held-out metrics are added to the
+(image, class) pairs the gate sends to a segmenter, its segmenter runs per image against each class's
+positive rate, the images/s those runs allow on this machine, and the expected calibration error of the
+probabilities before and after the bundle's calibration. Afterwards the held-out metrics are added to the
 bundle's provenance.
 
 Run on its own: ``python -m training.evaluate --config configs/demo-cpu.yaml [--out RUN_DIR]``.
@@ -15,6 +17,7 @@ Run on its own: ``python -m training.evaluate --config configs/demo-cpu.yaml [--
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from cascade.calibration import expected_calibration_error
 from cascade.datasource import open_labelled
 from cascade.formats import Annotations, read_annotations
 from cascade.imageio import read_image
@@ -52,6 +56,9 @@ class Evaluation:
         labels: ``(N, C)`` bool truth.
         gate: ``(N, C)`` bool gate decisions of the cascade.
         grid_scores: class id -> ``(T, P, M)`` held-out Dice over the tuning grid.
+        uncalibrated: ``(N, C)`` probabilities before the bundle's calibration (None: the bundle has none).
+        seconds_per_image: measured seconds per image of ``preprocess`` + ``classifier`` (key ``classifier``)
+            and of each segmenter (``segmenter_<id>``), from the segment-all run.
     """
 
     cascade: DiceReport
@@ -61,6 +68,49 @@ class Evaluation:
     labels: np.ndarray
     gate: np.ndarray
     grid_scores: dict[int, np.ndarray]
+    uncalibrated: np.ndarray | None = None
+    seconds_per_image: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def images_per_second(self, pass_rates: Sequence[float]) -> float | None:
+        """Images/s this machine sustains when each class's segmenter runs on ``pass_rates`` of the images."""
+        if not self.seconds_per_image:
+            return None
+        seconds = self.seconds_per_image["classifier"] + sum(
+            rate * self.seconds_per_image[f"segmenter_{c}"]
+            for c, rate in zip(self.cascade.class_ids, pass_rates, strict=True)
+        )
+        return 1.0 / seconds if seconds > 0 else None
+
+    def gate_metrics(self) -> dict[str, Any]:
+        """Segmenter runs per image, per-class pass rate against positive rate and recall, estimated images/s
+        of the cascade and of segment-all, and the ECE before/after calibration."""
+        pass_rates = self.gate.mean(axis=0)
+        per_class = {}
+        for k, class_id in enumerate(self.cascade.class_ids):
+            y = self.labels[:, k]
+            per_class[str(class_id)] = {
+                "pass_rate": float(pass_rates[k]),
+                "positive_rate": float(y.mean()),
+                "recall": float(self.gate[y, k].mean()) if y.any() else None,
+                "ece": expected_calibration_error(self.probabilities[:, k], y),
+            }
+        out: dict[str, Any] = {
+            "runs_per_image": float(pass_rates.sum()),
+            "positives_per_image": float(self.labels.mean(axis=0).sum()),
+            "per_class": per_class,
+            "images_per_second": {
+                "cascade": self.images_per_second(pass_rates),
+                "segment_all": self.images_per_second([1.0] * len(pass_rates)),
+            },
+            "seconds_per_image": dict(self.seconds_per_image),
+            "ece": expected_calibration_error(self.probabilities, self.labels),
+        }
+        if self.uncalibrated is not None:
+            out["ece_uncalibrated"] = expected_calibration_error(self.uncalibrated, self.labels)
+            for k, class_id in enumerate(self.cascade.class_ids):
+                y = self.labels[:, k]
+                per_class[str(class_id)]["ece_uncalibrated"] = expected_calibration_error(self.uncalibrated[:, k], y)
+        return out
 
     def classifier_metrics(self) -> dict[str, dict[str, float]]:
         """Per class: ROC AUC (``nan`` when one label is missing) and F1 of the gate."""
@@ -90,6 +140,7 @@ class Evaluation:
             "empty": report(self.empty),
             "classifier": self.classifier_metrics(),
             "segmenter_share": float(self.gate.mean()),
+            "gate": self.gate_metrics(),
         }
 
 
@@ -152,7 +203,8 @@ def evaluate_bundle(
         raise ValueError(f"the held-out data has classes {list(annotations.class_ids)}, the bundle {list(class_ids)}")
     prob_grid, pixel_grid, area_grid = grid
     pairs: dict[str, list[np.ndarray]] = {"cascade": [], "segment_all": [], "empty": []}
-    probs, labels, gates, tables = [], [], [], []
+    probs, labels, gates, tables, uncalibrated = [], [], [], [], []
+    seconds: dict[str, float] = {}
     ids = annotations.image_ids
     for start in tqdm(range(0, len(ids), batch_size), desc="evaluating", leave=False, disable=not show_progress):
         batch_ids = list(ids[start : start + batch_size])
@@ -165,6 +217,12 @@ def evaluate_bundle(
         pairs["empty"].append(dice_pairs(np.zeros_like(truth), truth))
         gates.append(raw.probabilities >= np.array([p.prob_threshold for p in predictor.manifest.classes]))
         probs.append(raw.probabilities)
+        if raw.uncalibrated is not None:
+            uncalibrated.append(raw.uncalibrated)
+        for key, value in raw.timings.items():
+            key = "classifier" if key == "preprocess" else key
+            if key == "classifier" or key.startswith("segmenter_"):
+                seconds[key] = seconds.get(key, 0.0) + value
         labels.append(truth.reshape(len(batch_ids), len(class_ids), -1).any(axis=2))
         tables.append(
             np.stack(
@@ -190,6 +248,8 @@ def evaluate_bundle(
         labels=all_labels,
         gate=np.concatenate(gates),
         grid_scores=scores,
+        uncalibrated=np.concatenate(uncalibrated) if uncalibrated else None,
+        seconds_per_image={k: v / len(ids) for k, v in seconds.items()} if len(ids) else {},
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from cascade.constants import CLASS_IDS, CLASS_NAMES
 from cascade.manifest import ClassParams
 from training.config import PipelineConfig
+from training.gate_report import gate_section
 
 if TYPE_CHECKING:
     from training.evaluate import Evaluation
@@ -201,6 +202,7 @@ def write_report(
         "",
         "![threshold sweeps](sweeps.png)",
         "",
+        *gate_section(run_dir, result, thresholds, summary),
     ]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

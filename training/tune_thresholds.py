@@ -209,12 +209,13 @@ def tune_cascade(
         opened = probabilities[:, k] >= gates[t]
         positive = labels[:, k]
         pos_dice = float(np.mean(np.where(opened, tables[:, k, p, m], 0.0)[positive])) if positive.any() else 0.0
-        predictable, note = True, ""
+        note = ""
         if o.positives < config.min_positives:
-            predictable, note = False, f"unpredictable: {o.positives} positive tuning images (< {config.min_positives})"
+            note = f"unpredictable: {o.positives} positive image(s) to tune on (< {config.min_positives})"
         elif pos_dice < config.min_positive_dice:
-            predictable, note = False, f"unpredictable: Dice {pos_dice:.3f} on positives (< {config.min_positive_dice})"
-        elif not o.admissible[gates.index(tuning.prob_threshold)]:
+            note = f"unpredictable: Dice {pos_dice:.3f} on positives (< {config.min_positive_dice})"
+        predictable = not note
+        if predictable and not o.admissible[gates.index(tuning.prob_threshold)]:
             note = f"gate lowered to keep recall >= {config.min_recall:g}"
         results[class_id] = dataclasses.replace(
             tuning,
