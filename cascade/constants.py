@@ -9,6 +9,7 @@ __all__ = [
     "IMAGE_SHAPE",
     "IMAGE_WIDTH",
     "NUM_CLASSES",
+    "RUNTIME_NAMES",
 ]
 
 NUM_CLASSES: int = 4
@@ -24,3 +25,6 @@ IMAGE_HEIGHT: int = 256
 IMAGE_WIDTH: int = 1600
 IMAGE_SHAPE: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH)
 """Shape ``(H, W)`` of a Severstal image."""
+
+RUNTIME_NAMES: tuple[str, ...] = ("torch", "torch-bf16", "torch-fp16", "onnx", "openvino", "openvino-bf16")
+"""Every inference runtime ``cascade.runtimes.create_runtime`` builds (plus ``"auto"`` in the predictor)."""

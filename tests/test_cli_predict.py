@@ -85,7 +85,8 @@ def test_single_image_json(tmp_path: Path, score_dir: Path, tiny_bundle_path: Pa
     assert result.exit_code == 0, result.output
     expected = tiny_predictor.predict([read_image(score_dir / name)], image_ids=[name])[0]
     assert json.loads(result.stdout) == expected.to_dict(include_timings=False)
-    assert (read_mask_png(masks / "masks" / f"{name}.png") == expected.masks).all()
+    assert (read_mask_png(masks / "masks" / f"{Path(name).stem}.png") == expected.masks).all()
+    assert (masks / "overlays" / f"{Path(name).stem}.jpg").is_file()
 
 
 @pytest.mark.parametrize("bad", BAD_FILES)
@@ -135,3 +136,52 @@ def test_stalled_run_exits_3_with_thread_dump(tmp_path: Path, monkeypatch: pytes
     assert "thread dump" in result.stderr and "Thread predict_" in result.stderr and "in predict" in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: folder scoring made no progress") and "resumable" in last
+
+
+def test_missing_bundle_is_one_line(score_dir: Path, tmp_path: Path) -> None:
+    name = list_images(score_dir)[0]
+    for args in ((str(score_dir / name),), (str(score_dir), "--out", str(tmp_path / "s.csv"))):
+        result = runner.invoke(app, ["predict", *args, "--bundle", "no-such-bundle"])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: bundle not found: no-such-bundle"), result.output
+        assert "shipped bundles by name" in lines[0]
+
+
+def test_unknown_runtime_lists_the_runtimes(score_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", str(score_dir), "--out", str(tmp_path / "s.csv"), "--runtime", "onnxx"])
+    assert result.exit_code == 2 and "torch-bf16" in result.output and "openvino" in result.output, result.output
+
+
+def test_masks_after_a_finished_run_refuse_then_overwrite(
+    tmp_path: Path, score_dir: Path, tiny_bundle_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in list_images(score_dir)[:2]:
+        shutil.copy(score_dir / name, folder / name)
+    out, masks = tmp_path / "sub.csv", tmp_path / "masks"
+    args = (str(folder), "--out", str(out), "--bundle", str(tiny_bundle_path))
+    assert _invoke(*args).exit_code == 0
+    refused = _invoke(*args, "--masks", str(masks))
+    assert refused.exit_code == 1, refused.output
+    assert "without masks" in refused.output and "--overwrite" in refused.output
+    assert not masks.exists()
+    done = _invoke(*args, "--masks", str(masks), "--overwrite")
+    assert done.exit_code == 0, done.output
+    stems = sorted(Path(n).stem for n in list_images(folder))
+    assert sorted(p.stem for p in (masks / "masks").glob("*.png")) == stems
+    assert sorted(p.stem for p in (masks / "overlays").glob("*.jpg")) == stems
+    again = _invoke(*args, "--masks", str(masks))  # every finished image has its masks: resuming is fine
+    assert again.exit_code == 0, again.output
+
+
+def test_masks_refuse_images_sharing_a_stem(tmp_path: Path, score_dir: Path, tiny_bundle_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    name = list_images(score_dir)[0]
+    shutil.copy(score_dir / name, folder / "a.jpg")
+    Image.open(score_dir / name).save(folder / "a.png")
+    result = _invoke(str(folder), "--out", str(tmp_path / "s.csv"), "--bundle", str(tiny_bundle_path), "--masks",
+                     str(tmp_path / "m"))  # fmt: skip
+    assert result.exit_code == 1 and "share the stem 'a'" in result.output, result.output

@@ -16,6 +16,7 @@ import pytest
 from cascade.formats import Layout
 from cascade.imageio import read_image
 from cascade.scoring import ResumeError, ScoreProgress, errors_path, list_images, read_mask_png, score_folder
+from cascade.scoring.masks import mask_png_path, overlay_path
 from tests.fixtures.scoring import BAD_FILES, REFERENCE_BATCH, SCORE_N, FakePredictor, TinyReference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,10 +61,8 @@ def test_real_cascade_submission_and_masks(bad_score_dir: Path, tiny_predictor, 
     assert check_submission(summary.out_csv, good) == []
     assert any(p.masks.any() for p in expected), "no predicted mask at all: the mask check below would be vacuous"
     for pred in expected:
-        np.testing.assert_array_equal(
-            read_mask_png(tiny_reference.masks_dir / "masks" / f"{pred.image_id}.png"), pred.masks
-        )
-        overlay = read_image(tiny_reference.masks_dir / "overlays" / f"{pred.image_id}.jpg")
+        np.testing.assert_array_equal(read_mask_png(mask_png_path(tiny_reference.masks_dir, pred.image_id)), pred.masks)
+        overlay = read_image(overlay_path(tiny_reference.masks_dir, pred.image_id))
         assert overlay.shape == (pred.height, pred.width, 3)
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import typer
 
+from cascade.cli.common import bundle_error
+from cascade.gate_curve import describe_gate
+
 __all__ = ["bundle_app", "format_info", "register"]
 
 bundle_app = typer.Typer(
@@ -67,6 +70,7 @@ def format_info(path: Path, manifest: Any, summary: dict[str, dict[str, Any]]) -
             f"  {cid:<3}{name:<17}{params.prob_threshold:>9.3f}{params.pixel_threshold:>10.3f}"
             f"{params.min_area:>10}{params.min_component_area:>10}  {params.soft_gate}"
         )
+    lines += describe_gate(manifest)
     lines.append("Provenance:")
     if not manifest.provenance:
         lines.append("  (none)")
@@ -91,7 +95,7 @@ def info(
         manifest = read_manifest(resolved)
         summary = {} if as_json else weights_summary(resolved)
     except BundleError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {bundle_error(path, err)}", err=True)
         raise typer.Exit(code=1) from err
     typer.echo(manifest.to_json() if as_json else format_info(resolved, manifest, summary))
 

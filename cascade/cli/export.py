@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cascade.cli.common import bundle_error
+
 __all__ = ["register"]
 
 _FORMATS = ("onnx", "openvino")
@@ -39,7 +41,7 @@ def register(app: typer.Typer) -> None:
         try:
             loaded = load_bundle(resolve_bundle(bundle))
         except BundleError as err:
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {bundle_error(bundle, err)}", err=True)
             raise typer.Exit(1) from err
         steps = (1 + len(loaded.segmenters)) * (2 if fmt == "openvino" else 1)
         with tqdm(total=steps, desc=f"export {fmt}", unit="net") as bar:

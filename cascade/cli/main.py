@@ -12,6 +12,7 @@ import os
 import typer
 
 from cascade.cli import bundle as _bundle
+from cascade.cli import common as _common
 from cascade.cli import data as _data
 from cascade.cli import export as _export
 from cascade.cli import predict as _predict
@@ -41,6 +42,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DE
 
 for _module in (_synth, _data, _bundle, _export, _predict, _train, _serve):
     _module.register(app)
+_common.apply_help_style(app)  # flags without '<bool>', arguments as NAME
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from cascade.cli.common import load_predictor_or_exit, runtime_help
+from cascade.constants import RUNTIME_NAMES
+
 if TYPE_CHECKING:
     from cascade.scoring.watchdog import StalledError
 
@@ -141,7 +144,7 @@ def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], 
                 summary = score_folder(path, out, predictor, cancel=interrupt.event, progress=_progress, **options)
     except StalledError as exc:
         stalled = exc
-    except (ResumeError, RayUnavailableError) as exc:
+    except (ResumeError, RayUnavailableError, ValueError) as exc:  # ValueError: e.g. two images share a stem
         raise _fail(str(exc)) from exc
     except KeyboardInterrupt as exc:
         raise _fail(f"interrupted; {out} is resumable: rerun the same command", EXIT_INTERRUPTED) from exc
@@ -179,7 +182,9 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Submission CSV to write; required for a folder. Rerun to resume."
         ),
-        bundle: Path | None = typer.Option(None, "--bundle", "-b", help="Bundle to load (default: embedded demo)."),
+        bundle: Path | None = typer.Option(
+            None, "--bundle", "-b", help="Bundle file or directory, or a shipped bundle's name (default: demo)."
+        ),
         batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per predictor call."),
         workers: int = typer.Option(2, "--workers", min=1, help="Decoding threads (local engine)."),
         parallel: int = typer.Option(
@@ -190,15 +195,15 @@ def register(app: typer.Typer) -> None:
             "(with --threads 1), one on GPU.",
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-        runtime: str = typer.Option(
-            "auto", "--runtime", help="auto (fastest that passes parity) or torch, torch-bf16, onnx, openvino, ..."
-        ),
+        runtime: str = typer.Option("auto", "--runtime", help=runtime_help()),
         threads: int | None = typer.Option(
             None, "--threads", min=1, help="Inference threads per predictor (per actor on Ray); default 1 on CPU."
         ),
         layout: str = typer.Option("image_class", "--layout", help="image_class (ImageId_ClassId) or long."),
         masks: Path | None = typer.Option(
-            None, "--masks", help="Also write masks/<file>.png (class bitmask PNG) and overlays/<file>.jpg here."
+            None,
+            "--masks",
+            help="Also write masks/<stem>.png (class bitmask PNG) and overlays/<stem>.jpg (with a legend) here.",
         ),
         mode: str = typer.Option("cascade", "--mode", help="cascade (gated) or segment_all."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out instead of resuming it."),
@@ -226,6 +231,7 @@ def register(app: typer.Typer) -> None:
         layout_name = _check_choice("--layout", layout, _LAYOUTS)
         _check_choice("--engine", engine, _ENGINES)
         _check_choice("--mode", mode, ("cascade", "segment_all"))
+        _check_choice("--runtime", runtime, ("auto", *RUNTIME_NAMES))
         actor_pool = _parse_actors(actors)
         from cascade.formats import Layout
 
@@ -241,6 +247,7 @@ def register(app: typer.Typer) -> None:
                 "resume": not overwrite,
             }
             if engine == "ray":
+                _check_bundle(bundle)  # before starting Ray: a missing bundle is one line, not an actor's traceback
                 _quiet_ray()
                 options |= {
                     "bundle": bundle,
@@ -304,6 +311,15 @@ def _local_parallelism(device: str, parallel: int, threads: int | None) -> tuple
 
 
 def _load_predictor(bundle: Path | None, device: str, runtime: str, threads: int | None) -> Any:
-    from cascade.predictor import CascadePredictor
+    return load_predictor_or_exit(bundle, device=device, runtime=runtime, threads=threads, code=EXIT_REFUSED)
 
-    return CascadePredictor.from_bundle(bundle, device=device, runtime=runtime, threads=threads)
+
+def _check_bundle(bundle: Path | None) -> None:
+    from cascade.bundle import BundleError, read_manifest
+    from cascade.cli.common import bundle_error
+    from cascade.embedded import resolve_bundle
+
+    try:
+        read_manifest(resolve_bundle(bundle))
+    except (BundleError, OSError) as err:
+        raise _fail(bundle_error(bundle, err)) from err

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from cascade.cli.common import bundle_error, runtime_help
+
 __all__ = ["register"]
 
 
@@ -48,7 +50,7 @@ def serve(
     samples_dir: Path | None = typer.Option(
         None, help="GUI sample images (default synthetic samples drawn at start-up)."
     ),
-    runtime: str | None = typer.Option(None, help="Inference runtime: auto, torch, onnx, openvino... (default auto)."),
+    runtime: str | None = typer.Option(None, help="Inference runtime (default auto): " + runtime_help()),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default auto)."),
     workers: int | None = typer.Option(
         None,
@@ -100,7 +102,7 @@ def serve(
         path = resolve_bundle(settings.bundle)
         manifest = read_manifest(path)
     except (BundleError, ValueError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {bundle_error(settings.bundle, err)}", err=True)
         raise typer.Exit(2) from err
     for name, folder in (("--data-root", settings.data_root), ("--samples-dir", settings.samples_dir)):
         if folder is not None and not folder.is_dir():

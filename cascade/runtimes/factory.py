@@ -20,12 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cascade.bundle import LoadedBundle
+from cascade.constants import RUNTIME_NAMES
 from cascade.runtimes.base import Runtime, cpu_supports_bf16
 
 __all__ = ["RUNTIME_NAMES", "available_runtimes", "create_runtime"]
-
-RUNTIME_NAMES: tuple[str, ...] = ("torch", "torch-bf16", "torch-fp16", "onnx", "openvino", "openvino-bf16")
-"""Every runtime name ``create_runtime`` accepts (plus ``"auto"`` in the predictor)."""
 
 
 def _cuda_bf16() -> bool:

@@ -7,7 +7,7 @@ Library API (the CLI ``cascade predict DIR --out submission.csv`` and the servic
     summary = score_folder(
         "test_images/", "submission.csv", predictor,      # a CascadePredictor, or a list of them (run side by side)
         batch_size=4, workers=2,                          # predict batches; decoding threads
-        masks_dir=None,                                   # or a folder: masks/<file>.png + overlays/<file>.jpg
+        masks_dir=None,                                   # or a folder: masks/<stem>.png + overlays/<stem>.jpg
         layout=Layout.IMAGE_CLASS,                        # or Layout.LONG
         resume=True,                                      # continue an interrupted run (False: start afresh)
         cancel=threading.Event(),                         # set() it to stop after the current batch

@@ -18,7 +18,8 @@ from pathlib import Path
 from cascade.constants import CLASS_IDS
 from cascade.formats import Layout
 from cascade.results import ImagePrediction
-from cascade.scoring.folder import ResumeState, list_images, read_resume_state
+from cascade.scoring.folder import ResumeError, ResumeState, list_images, read_resume_state
+from cascade.scoring.masks import check_unique_stems, missing_mask_outputs
 from cascade.scoring.sink import OrderedSink
 from cascade.scoring.summary import ScoreProgress, ScoreSummary
 
@@ -58,20 +59,35 @@ def plan_job(
     batch_size: int,
     resume: bool,
     class_ids: Sequence[int] = CLASS_IDS,
+    masks_dir: str | Path | None = None,
 ) -> FolderJob:
     """List the folder, read back an earlier run (when ``resume``) and cut the remaining work into batches.
 
-    ``class_ids`` are the bundle's classes (the rows each image has in the submission).
+    ``class_ids`` are the bundle's classes (the rows each image has in the submission). With ``masks_dir``,
+    every image must have its own mask file name (``<stem>.png``), and a resumed run's finished images must
+    already have their masks there: they are not predicted again, so their masks could not be written.
 
     Raises:
-        ValueError: ``batch_size`` < 1.
-        ResumeError: ``resume`` and the existing output belongs to another job.
+        ValueError: ``batch_size`` < 1, or two images share a stem while ``masks_dir`` is given.
+        ResumeError: ``resume`` and the existing output belongs to another job, or its finished images have no
+            masks in ``masks_dir``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; allowed: an integer >= 1")
     folder, out_csv = Path(images_dir), Path(out_csv)
     image_ids = tuple(list_images(folder))
+    if masks_dir is not None:
+        check_unique_stems(image_ids)
     state = read_resume_state(out_csv, layout, image_ids, class_ids) if resume else ResumeState()
+    if masks_dir is not None and state.done:
+        missing = missing_mask_outputs(masks_dir, state.done)
+        if missing:
+            raise ResumeError(
+                f"{out_csv} already holds {len(state.done)} finished images, {len(missing)} of them without masks "
+                f"in {masks_dir} (e.g. {missing[0]}): an earlier run scored them without --masks, and a resumed "
+                "run does not predict them again; pass --overwrite to score every image again with masks, "
+                "or give a new --out"
+            )
     known_bad = {e.image_id for e in state.errors}
     finished = set(state.done) | known_bad
     pending = tuple(n for n in image_ids if n not in finished)

@@ -95,7 +95,7 @@ def score_folder(
         )
     manifest = getattr(predictors[0], "manifest", None)  # the bundle's classes decide the rows per image
     class_ids = tuple(manifest.class_ids) if manifest is not None else CLASS_IDS
-    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids)
+    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids, masks_dir)
     if job.resumed:
         logger.info("%s: resuming, %d of %d images already finished", job.out_csv, job.resumed, len(job.image_ids))
     tally = JobTally(job, "local")

@@ -141,7 +141,7 @@ def score_folder_ray(
     from cascade.embedded import resolve_bundle
 
     class_ids = read_manifest(resolve_bundle(bundle)).class_ids
-    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids)
+    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids, masks_dir)
     ray = _import_ray() if job.batches else None
     tally = JobTally(job, "ray")
     cancelled = False
