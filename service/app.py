@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from cascade import __version__
+from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.metrics import MetricsMiddleware
 from service.routes import batch, gui, jobs, ops, predict
@@ -32,8 +33,9 @@ default bundle, e.g. NEU-Seg's 3 for `cascade serve --bundle neu-seg`. Images of
 * `POST /jobs` — score a folder under the server's data root; resumable across restarts.
 * `GET /` — the web GUI. `GET /model`, `/metrics`, `/healthz`, `/readyz` for operations.
 
-When the server has an API key, send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`
-(`/healthz`, `/readyz`, the GUI page and these docs stay open).
+When the server has an API key, send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`; `/metrics`
+needs it too (a Prometheus scrape job sets `authorization: {credentials: <key>}`). `/healthz`, `/readyz`, the
+GUI page and these docs stay open; the docs work offline (their assets are served by this service).
 """
 
 
@@ -65,6 +67,8 @@ def create_app(settings: ServiceSettings | None = None, *, loader: Loader | None
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves /docs and /redoc with local assets (no CDN)
+        redoc_url=None,
         openapi_tags=[
             {"name": "predict", "description": "Predict images."},
             {"name": "jobs", "description": "Persistent folder jobs under the data root."},
@@ -76,7 +80,8 @@ def create_app(settings: ServiceSettings | None = None, *, loader: Loader | None
     install_error_handlers(app)
     for module in (ops, predict, batch, jobs, gui):
         app.include_router(module.router)
+    install_docs(app)
     app.mount("/static", StaticFiles(directory=gui.STATIC_DIR), name="static")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
