@@ -14,9 +14,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ClassGateCurve", "GateCurve", "GatePoint"]
+if TYPE_CHECKING:
+    from cascade.manifest import BundleManifest
+
+__all__ = ["ClassGateCurve", "GateCurve", "GatePoint", "describe_gate", "gate_summary"]
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
@@ -252,3 +255,49 @@ class GateCurve:
         )
         lines.append(f"  Pareto frontier ({len(self.frontier)} points, runs/image:Dice): {frontier}")
         return lines
+
+
+def gate_summary(manifest: BundleManifest) -> dict[str, Any]:
+    """JSON-ready summary of a bundle's gate: calibration, chosen and Dice-only points, unpredictable classes.
+
+    ``chosen``/``dice_only`` are None when the bundle has no gate curve.
+    """
+    curve = manifest.gate_curve
+    return {
+        "calibrated": bool(manifest.calibration),
+        "calibration": [c.to_dict() for c in manifest.calibration] or None,
+        "chosen": curve.chosen.to_dict() if curve else None,
+        "dice_only": curve.dice_only.to_dict() if curve else None,
+        "tuning_images": curve.images if curve else None,
+        "cost_weight": curve.cost_weight if curve else None,
+        "max_runs_per_image": curve.max_runs_per_image if curve else None,
+        "unpredictable_classes": [
+            cid for cid, params in zip(manifest.class_ids, manifest.classes, strict=True) if not params.predictable
+        ],
+    }
+
+
+def describe_gate(manifest: BundleManifest) -> list[str]:
+    """Readable lines for ``cascade bundle info``: calibration, what the gate costs and scores, flagged classes."""
+    lines = ["Gate:"]
+    if manifest.calibration:
+        pairs = ", ".join(
+            f"{cid}: T={c.temperature:.3f} b={c.bias:+.3f}"
+            for cid, c in zip(manifest.class_ids, manifest.calibration, strict=True)
+        )
+        lines.append(f"  calibration (p' = sigmoid(logit(p)/T + b)): {pairs}")
+    else:
+        lines.append("  calibration: none (thresholds on the classifier's raw probabilities)")
+    thresholds = [p.prob_threshold for p in manifest.classes]
+    if manifest.gate_curve is not None:
+        lines += manifest.gate_curve.describe(manifest.class_ids, manifest.class_names, thresholds)
+    else:
+        lines.append("  no gate curve (tuned before costs were recorded)")
+    flagged = [
+        f"{cid} {name}"
+        for cid, name, params in zip(manifest.class_ids, manifest.class_names, manifest.classes, strict=True)
+        if not params.predictable
+    ]
+    if flagged:
+        lines.append(f"  UNPREDICTABLE classes (the bundle cannot be trusted on them): {', '.join(flagged)}")
+    return lines

@@ -172,6 +172,11 @@ class ModelInfo(BaseModel):
     classifier: dict[str, Any]
     segmenters: dict[str, dict[str, Any]]
     provenance: dict[str, Any]
+    gate: dict[str, Any] | None = Field(
+        None,
+        description="What the gate costs and scores on its tuning images (cascade.gate_curve.gate_summary): "
+        "calibration, chosen and Dice-only points (segmenter runs per image, Dice), unpredictable class ids.",
+    )
     manifest: dict[str, Any] = Field(..., description="The whole manifest (BundleManifest.to_dict()).")
 
 

@@ -182,3 +182,30 @@ def test_gate_curve_validation() -> None:
     with pytest.raises(ValueError, match="max_runs_per_image"):
         GateCurve.from_dict(data | {"max_runs_per_image": -1})
     assert GatePoint(0.5, 0.9, (0.1,)).to_dict() == {"runs_per_image": 0.5, "dice": 0.9, "prob_thresholds": [0.1]}
+
+
+def test_describe_gate_and_summary_of_a_manifest() -> None:
+    from cascade.calibration import Calibration
+    from cascade.gate_curve import describe_gate, gate_summary
+    from cascade.manifest import BundleManifest, ClassParams, ModelSpec
+
+    curve = _curve()
+    seg = ModelSpec("Unet", "tu-test_resnet")
+    manifest = BundleManifest(
+        class_ids=(1, 2, 3), class_names=("a", "b", "c"), classifier=ModelSpec("timm", "test_resnet"),
+        segmenters=dict.fromkeys((1, 2, 3), seg),
+        classes=[ClassParams(prob_threshold=t, predictable=k != 1) for k, t in enumerate(curve.chosen.prob_thresholds)],
+        calibration=[Calibration(2.0, -0.5)] * 3, gate_curve=curve,
+    )  # fmt: skip
+    text = "\n".join(describe_gate(manifest))
+    assert "T=2.000 b=-0.500" in text and "chosen:" in text and "Dice-only:" in text
+    assert "UNPREDICTABLE classes (the bundle cannot be trusted on them): 2 b" in text
+    summary = gate_summary(manifest)
+    assert summary["calibrated"] and summary["unpredictable_classes"] == [2]
+    assert summary["chosen"] == curve.chosen.to_dict() and summary["tuning_images"] == 40
+    bare = BundleManifest(class_ids=(1,), class_names=("a",), classifier=manifest.classifier, segmenters={1: seg})
+    assert "no gate curve" in "\n".join(describe_gate(bare))
+    assert gate_summary(bare) | {"calibration": None} == {
+        "calibrated": False, "calibration": None, "chosen": None, "dice_only": None, "tuning_images": None,
+        "cost_weight": None, "max_runs_per_image": None, "unpredictable_classes": [],
+    }  # fmt: skip

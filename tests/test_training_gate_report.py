@@ -49,3 +49,34 @@ def test_evaluation_and_report_show_the_gate(tiny_run: PipelineResult) -> None:
     for png in ("gate_curve.png", "reliability.png"):
         assert (tiny_run.run_dir / png).read_bytes()[:4] == b"\x89PNG"
         assert f"]({png})" in report
+
+
+def test_bundle_info_shows_what_the_gate_costs(tiny_run: PipelineResult) -> None:
+    from typer.testing import CliRunner
+
+    from cascade.cli.main import app
+
+    result = CliRunner().invoke(app, ["bundle", "info", str(tiny_run.bundle)])
+    assert result.exit_code == 0, result.output
+    gate = result.output.split("Gate:", 1)[1]
+    assert "segmenter runs/image" in gate and "Pareto frontier" in gate and "calibration (p' =" in gate
+
+
+def test_service_model_and_predictions_carry_the_gate(tiny_run: PipelineResult, tmp_path) -> None:
+    from cascade.predictor import CascadePredictor
+    from tests.fixtures.predictor import random_images
+    from tests.fixtures.service import loader_for, make_settings, running_client
+
+    predictor = CascadePredictor.from_bundle(tiny_run.bundle, device="cpu", runtime="torch")
+    manifest = predictor.manifest
+    with running_client(make_settings(tmp_path), loader_for(predictor)) as client:
+        body = client.get("/model").json()
+    gate = body["gate"]
+    assert gate["calibrated"] and gate["chosen"] == manifest.gate_curve.chosen.to_dict()
+    assert gate["unpredictable_classes"] == [
+        c for c, p in zip(manifest.class_ids, manifest.classes, strict=True) if not p.predictable
+    ]
+    assert body["manifest"]["gate_curve"] == manifest.gate_curve.to_dict()
+    assert [t["predictable"] for t in body["thresholds"]] == [p.predictable for p in manifest.classes]
+    raw = predictor.infer(random_images(2, (64, 400, 3)), "segment_all")  # API probabilities are the calibrated ones
+    assert raw.uncalibrated is not None and not (raw.probabilities == raw.uncalibrated).all()

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cascade.classes import SEVERSTAL
 from cascade.constants import IMAGE_SHAPE
+from cascade.gate_curve import gate_summary
 from cascade.manifest import BundleManifest
 from service.deps import ERROR_RESPONSES, get_state, ready_state, require_api_key
 from service.metrics import CONTENT_TYPE_LATEST
@@ -85,5 +86,6 @@ async def model(state: ServiceState = Depends(ready_state)) -> ModelInfo:
         classifier=data["classifier"],
         segmenters=data["segmenters"],
         provenance=data["provenance"],
+        gate=gate_summary(manifest),
         manifest=data,
     )
