@@ -115,6 +115,7 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # safetensors creates files 0600; a bundle is meant to be read by other users (a service)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -74,6 +74,8 @@ def test_save_then_load_gives_identical_outputs(tmp_path: Path, loaded: LoadedBu
     assert (tmp_path / "copy_dir" / MANIFEST_FILE).is_file()
     assert (tmp_path / "copy_dir" / WEIGHTS_FILE).is_file()
     assert json.loads((tmp_path / "copy_dir" / MANIFEST_FILE).read_text())["format_version"] == 1
+    for written in (tmp_path / "copy.cascade.safetensors", tmp_path / "copy_dir" / WEIGHTS_FILE):
+        assert written.stat().st_mode & 0o777 == 0o644, f"{written}: {oct(written.stat().st_mode)}"
 
 
 def test_directory_form_matches_file_form(
