@@ -21,7 +21,17 @@ import numpy as np
 
 from cascade.manifest import InputPolicy, Normalization
 
-__all__ = ["InputPlan", "Unit", "as_image_list", "check_image", "normalize", "padded_size", "plan_inputs", "tile_spans"]
+__all__ = [
+    "InputPlan",
+    "Unit",
+    "as_image_list",
+    "check_image",
+    "network_pixels",
+    "normalize",
+    "padded_size",
+    "plan_inputs",
+    "tile_spans",
+]
 
 
 def check_image(image: object, index: int = 0) -> np.ndarray:
@@ -73,6 +83,22 @@ def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
 def padded_size(size: int, stride: int) -> int:
     """Smallest multiple of ``stride`` that is >= ``size``."""
     return -(-size // stride) * stride
+
+
+def network_pixels(height: int, width: int, policy: InputPolicy) -> int:
+    """Pixels (per channel) the networks see for one ``height`` x ``width`` image under ``policy``.
+
+    The sum of its units' padded areas, as ``InputPlan`` builds them: after the ``scale`` resize, padded to a
+    multiple of the stride, or cut into overlapping tiles. Thin images cost far more than their pixels.
+    """
+    if policy.scale < 1.0:
+        height, width = max(1, round(height * policy.scale)), max(1, round(width * policy.scale))
+    if policy.mode == "tile" and policy.tile_width is not None and width > policy.tile_width:
+        tiles = len(tile_spans(width, policy.tile_width, policy.tile_overlap))
+        widths = tiles * padded_size(policy.tile_width, policy.stride)
+    else:
+        widths = padded_size(width, policy.stride)
+    return padded_size(height, policy.stride) * widths
 
 
 def tile_spans(width: int, tile_width: int, overlap: int) -> list[tuple[int, int]]:

@@ -11,9 +11,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from service.batching import InferenceWorker, QueueFullError, RequestTimeoutError, WorkerStoppedError
 from service.errors import ServiceError
+from service.limits import ImageLimits, MemoryBudget
 from service.state import ServiceState
 
-__all__ = ["ERROR_RESPONSES", "get_state", "guard_worker", "ready_state", "require_api_key"]
+__all__ = ["ERROR_RESPONSES", "get_state", "guard_worker", "loaded_limits", "ready_state", "require_api_key"]
 
 T = TypeVar("T")
 
@@ -60,6 +61,13 @@ def ready_state(state: ServiceState = Depends(get_state)) -> ServiceState:
         raise ServiceError(503, "the model is still loading; retry shortly", headers={"Retry-After": "2"})
     why = f": {state.error}" if state.error else ""
     raise ServiceError(503, f"the model is not available ({state.status}{why})")
+
+
+def loaded_limits(state: ServiceState) -> tuple[ImageLimits, MemoryBudget]:
+    """The per-image limits and the memory budget (503 before the model has loaded)."""
+    if state.limits is None or state.budget is None:
+        raise ServiceError(503, "the model is still loading; retry shortly", headers={"Retry-After": "2"})
+    return state.limits, state.budget
 
 
 def worker_of(state: ServiceState) -> InferenceWorker:

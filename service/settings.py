@@ -57,6 +57,22 @@ class ServiceSettings(BaseSettings):
     max_upload_mb: float = Field(32.0, gt=0, description="Largest request body in MiB (413 beyond).")
     max_files: int = Field(256, ge=1, description="Most images in one /predict/batch request or zip (413 beyond).")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest decoded image (decompression bombs).")
+    max_aspect_ratio: float = Field(
+        100.0, ge=1, description="Longest over shortest image side (thin images cost far more once padded); 413."
+    )
+    max_network_pixels: int = Field(
+        48_000_000, ge=1, description="Largest padded/tiled network input of one image, in pixels (413 beyond)."
+    )
+    max_mask_pixels: int = Field(
+        16_000_000, ge=1, description="Largest image for which mask/overlay PNGs are drawn (413 beyond)."
+    )
+    memory_budget_mb: float = Field(
+        3072.0,
+        gt=0,
+        description="Estimated memory all requests in flight may hold together, MiB: a request alone above it 413, "
+        "one waiting longer than budget_wait_s for room 503 + Retry-After.",
+    )
+    budget_wait_s: float = Field(10.0, ge=0, description="Longest wait for room in the memory budget.")
 
     api_key: SecretStr | None = Field(None, description="When set, required as X-API-Key or Authorization: Bearer.")
     data_root: Path | None = Field(None, description="Folder jobs may only read below this directory.")
@@ -67,6 +83,19 @@ class ServiceSettings(BaseSettings):
     samples_dir: Path | None = Field(None, description="GUI samples folder; None generates synthetic samples.")
     num_samples: int = Field(6, ge=0, le=64, description="Synthetic samples generated for the GUI.")
     gui_cache_size: int = Field(16, ge=1, description="Raw outputs kept for the GUI's threshold sliders (LRU).")
+    gui_cache_mb: float = Field(
+        256.0, gt=0, description="Most MiB those raw outputs (float32 maps) may hold together (LRU; 413 for one above)."
+    )
+
+    max_header_kb: int = Field(64, ge=1, description="Largest request line + headers in KiB (uvicorn h11; 4xx beyond).")
+    limit_concurrency: int = Field(
+        512, ge=1, description="Most open connections + running requests; beyond, uvicorn answers 503 at once."
+    )
+    timeout_keep_alive_s: int = Field(5, ge=1, description="Idle keep-alive connections are closed after this.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must send a request's complete headers within this (slow clients)."
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest pause between two chunks of a request body (408).")
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -84,6 +113,11 @@ class ServiceSettings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """``memory_budget_mb`` in bytes."""
+        return int(self.memory_budget_mb * 1024 * 1024)
 
     @property
     def jobs_dir(self) -> Path:

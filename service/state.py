@@ -11,6 +11,7 @@ from typing import Any
 
 from service.batching import InferenceWorker, PredictorLike
 from service.jobs import JobManager
+from service.limits import ImageLimits, MemoryBudget
 from service.metrics import ServiceMetrics
 from service.samples import SampleStore
 from service.sessions import SessionCache
@@ -88,6 +89,8 @@ class ServiceState:
         jobs: the folder-job manager.
         samples: GUI sample images.
         sessions: cached raw outputs for the GUI's threshold sliders.
+        limits: per-image limits for the served bundle (set once loaded).
+        budget: the memory all requests in flight may hold together.
     """
 
     settings: ServiceSettings
@@ -100,6 +103,8 @@ class ServiceState:
     jobs: JobManager | None = None
     samples: SampleStore = field(default_factory=lambda: SampleStore({}))
     sessions: SessionCache | None = None
+    limits: ImageLimits | None = None
+    budget: MemoryBudget | None = None
     _loader_thread: threading.Thread | None = None
 
     @property
@@ -146,7 +151,9 @@ class ServiceState:
             logger.exception("loading the model failed")
             return
         self.predictor, self.worker, self.jobs = predictor, worker, jobs
-        self.sessions = SessionCache(s.gui_cache_size)
+        self.sessions = SessionCache(s.gui_cache_size, int(s.gui_cache_mb * 2**20))
+        self.limits = self._image_limits(manifest)
+        self.budget = MemoryBudget(s.memory_budget_bytes, s.budget_wait_s)
         if self.status != "loading":  # shut down while loading
             jobs.stop()
             worker.stop()
@@ -173,6 +180,20 @@ class ServiceState:
                 break
             predictors.append(predictor)
         return predictors
+
+    def _image_limits(self, manifest: Any) -> ImageLimits:
+        from cascade.constants import CLASS_IDS
+        from cascade.manifest import InputPolicy
+
+        s = self.settings
+        return ImageLimits(
+            max_pixels=s.max_image_pixels,
+            max_aspect_ratio=s.max_aspect_ratio,
+            max_network_pixels=s.max_network_pixels,
+            max_mask_pixels=s.max_mask_pixels,
+            policy=getattr(manifest, "input_policy", None) or InputPolicy(),
+            num_classes=len(getattr(manifest, "class_ids", CLASS_IDS)),
+        )
 
     def _load_samples(self, manifest: Any) -> SampleStore:
         s = self.settings

@@ -13,10 +13,13 @@ so nothing a client sends can block the event loop or kill the worker:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import zipfile
+import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
@@ -24,11 +27,13 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cascade.imageio import ImageDecodeError, decode_image
+from cascade.imageio import ImageDecodeError, ImageHeader, decode_image, probe_image
 from service.errors import ServiceError
+from service.limits import ImageLimits
 
 __all__ = [
     "IMAGE_MEDIA_TYPES",
@@ -38,10 +43,12 @@ __all__ = [
     "decode_upload",
     "expand_zip",
     "is_zip",
+    "probe_upload",
     "read_form",
     "read_single_upload",
     "read_uploads",
     "upload_name",
+    "zip_member_name",
 ]
 
 IMAGE_MEDIA_TYPES: tuple[str, ...] = (
@@ -81,12 +88,19 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):g} MiB"
 
 
-class BodyLimitMiddleware:
-    """Refuse request bodies above ``max_bytes``: by ``Content-Length`` before reading, else while reading."""
+class _BodyTimeoutError(ServiceError):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(408, f"the request body stalled: no data for {timeout:g} s (--body-timeout-s)")
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodyLimitMiddleware:
+    """Refuse request bodies above ``max_bytes`` (by ``Content-Length`` before reading, else while reading) and
+    bodies that stall for more than ``timeout_s`` between two chunks (408; slow clients holding a request)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,12 +118,20 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        body_done = False
 
         async def _receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done or self.timeout_s is None:  # after the body: waiting for a disconnect, no deadline
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.timeout_s)
+                except TimeoutError as err:
+                    raise _BodyTimeoutError(self.timeout_s) from err
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise _BodyTooLargeError(self.max_bytes)
             return message
@@ -121,10 +143,10 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, _receive, _send)
-        except _BodyTooLargeError as err:  # raised where no handler rendered it
+        except (_BodyTooLargeError, _BodyTimeoutError) as err:  # raised where no handler rendered it
             if started:
                 raise
-            await _send_json(send, 413, err.detail)
+            await _send_json(send, err.status_code, err.detail)
 
 
 async def _send_json(send: Send, status: int, detail: str) -> None:
@@ -137,6 +159,9 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
 async def read_form(request: Request, *, max_files: int, allow_urlencoded: bool = False) -> FormData:
     """Parse a ``multipart/form-data`` body, mapping parser complaints to 413 / 415 / 422.
 
+    A multipart body must end with its closing boundary (``--BOUNDARY--``): a body cut short otherwise parses
+    as fewer (or no) files, and the client would be told the wrong reason.
+
     Args:
         allow_urlencoded: also accept ``application/x-www-form-urlencoded`` (forms without files).
     """
@@ -148,12 +173,53 @@ async def read_form(request: Request, *, max_files: int, allow_urlencoded: bool 
             f"unsupported request content type {media_type or 'none'!r}; send multipart/form-data "
             "(or, for /predict, the image itself as image/jpeg, image/png, image/bmp or image/tiff)",
         )
+    if media_type != "multipart/form-data":
+        try:
+            return await request.form(max_files=max_files, max_fields=64, max_part_size=64 * 1024)
+        except HTTPException as err:
+            raise ServiceError(422, f"malformed form body: {err.detail}") from err
+    boundary = _boundary(request)
+    tail = bytearray()
+    keep = len(boundary) + _EPILOGUE
+
+    async def _stream() -> AsyncIterator[bytes]:
+        async for chunk in request.stream():
+            tail.extend(chunk)
+            del tail[:-keep]
+            yield chunk
+
+    parser = MultiPartParser(request.headers, _stream(), max_files=max_files, max_fields=64, max_part_size=64 * 1024)
     try:
-        return await request.form(max_files=max_files, max_fields=64, max_part_size=64 * 1024)
-    except HTTPException as err:
-        if "Too many files" in str(err.detail):
+        form = await parser.parse()
+    except MultiPartException as err:
+        if "Too many files" in err.message:
             raise ServiceError(413, f"too many files: at most {max_files} per request (--max-files)") from err
-        raise ServiceError(422, f"malformed multipart body: {err.detail}") from err
+        raise ServiceError(422, f"malformed multipart body: {err.message}") from err
+    request._form = form  # closed (spooled files deleted) with the request, as request.form() would be
+    if b"--" + boundary + b"--" not in tail:
+        await form.close()
+        raise ServiceError(
+            422,
+            "malformed multipart body: it ends without its closing boundary (--BOUNDARY--); the upload was cut "
+            "short or the client does not finish its multipart body",
+        )
+    return form
+
+
+_EPILOGUE = 1024  # bytes a client may send after the closing boundary
+
+
+def _boundary(request: Request) -> bytes:
+    try:
+        from python_multipart.multipart import parse_options_header
+    except ImportError:  # python-multipart < 0.0.13
+        from multipart.multipart import parse_options_header  # type: ignore[no-redef]
+
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ServiceError(422, "malformed multipart body: the Content-Type header has no boundary parameter")
+    return boundary
 
 
 def upload_name(filename: str | None, data: bytes) -> str:
@@ -188,25 +254,59 @@ def is_zip(part: UploadFile, head: bytes) -> bool:
     return declared in _ZIP_TYPES or name.endswith(".zip") or head.startswith(b"PK\x03\x04")
 
 
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+_ZIP_METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 93: "Zstandard"}
+_ZIP_CHUNK = 1 << 16
+_ZIP_MAX_ENTRIES_EXTRA = 64  # entries beyond max_files (folders, hidden files) a zip may list
+
+
+def _zip_entry_count(data: bytes) -> int | None:
+    """Entries a zip's end record declares, read before ``zipfile`` builds an object for each (None: no record)."""
+    tail = data[-(22 + 0xFFFF) :]
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    count = int.from_bytes(tail[at + 10 : at + 12], "little")
+    return None if count == 0xFFFF else count  # 0xFFFF: a zip64 count, checked by zipfile itself
+
+
+def zip_member_name(filename: str) -> str:
+    """The image id of a zip member: its base name, whether the zip used ``/`` or ``\\`` (``C:\\win\\x.jpg``)."""
+    return PureWindowsPath(PurePosixPath(filename).name).name
+
+
 def expand_zip(data: bytes, *, name: str, max_files: int, max_bytes: int) -> list[Upload]:
     """The images inside a zip (by suffix; folders flattened; hidden and ``__MACOSX`` entries skipped).
+
+    Members are read in chunks with a running byte count, so the memory a zip costs is bounded by what it is
+    allowed to expand to, whatever sizes its headers declare: a member yielding more bytes than it declares
+    fails its CRC check, and the total may not exceed ``4 * max_bytes``. Only stored and deflate members are
+    read (bzip2 and LZMA decompress without an output bound in Python's ``zipfile``).
 
     Args:
         max_files: most images allowed (413 beyond).
         max_bytes: the body limit; the zip may expand to ``4 * max_bytes`` in total (413 beyond).
 
     Raises:
-        ServiceError: 422 for a bad zip, duplicate or missing images; 413 for too many or too large members.
+        ServiceError: 422 for a bad zip, duplicate or missing images, encrypted or corrupt members; 413 for too
+            many entries or members expanding too far; 415 for members compressed with another method.
     """
+    entries = _zip_entry_count(data)
+    if entries is not None and entries > max_files + _ZIP_MAX_ENTRIES_EXTRA:
+        raise ServiceError(413, f"{name}: {entries} entries, more than the limit of {max_files} (--max-files)")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as err:
         raise ServiceError(422, f"{name}: not a readable zip file ({err})") from err
+    budget = _ZIP_EXPANSION * max_bytes
     with archive:
+        infos = archive.infolist()
+        if len(infos) > max_files + _ZIP_MAX_ENTRIES_EXTRA:
+            raise ServiceError(413, f"{name}: {len(infos)} entries, more than the limit of {max_files} (--max-files)")
         members = []
-        for info in archive.infolist():
-            base = PurePosixPath(info.filename).name
-            if info.is_dir() or info.filename.startswith("__MACOSX/") or base.startswith("."):
+        for info in infos:
+            base = zip_member_name(info.filename)
+            if info.is_dir() or info.filename.startswith("__MACOSX/") or not base or base.startswith("."):
                 continue
             if PurePosixPath(base).suffix.lower() in IMAGE_SUFFIXES:
                 members.append((base, info))
@@ -214,18 +314,72 @@ def expand_zip(data: bytes, *, name: str, max_files: int, max_bytes: int) -> lis
             raise ServiceError(422, f"{name}: the zip holds no images (suffixes {', '.join(IMAGE_SUFFIXES)})")
         if len(members) > max_files:
             raise ServiceError(413, f"{name}: {len(members)} images, more than the limit of {max_files} (--max-files)")
+        for _, info in members:
+            if info.compress_type not in _ZIP_METHODS:
+                method = _ZIP_METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+                raise ServiceError(
+                    415,
+                    f"{name}: {info.filename!r} is compressed with {method}; only stored and deflate members are "
+                    "accepted (the zip tool's default)",
+                )
+            if info.flag_bits & 0x1:
+                raise ServiceError(422, f"{name}: {info.filename!r} is encrypted; send an unencrypted zip")
         expanded = sum(info.file_size for _, info in members)
-        if expanded > _ZIP_EXPANSION * max_bytes:
-            raise ServiceError(
-                413, f"{name}: images expand to {_mib(expanded)}, more than {_mib(_ZIP_EXPANSION * max_bytes)}"
-            )
+        if expanded > budget:
+            raise ServiceError(413, f"{name}: images expand to {_mib(expanded)}, more than {_mib(budget)}")
         out: list[Upload] = []
+        total = 0
         for base, info in members:
             try:
-                out.append(Upload(base, archive.read(info)))
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as err:
+                content, total = _read_member(archive, info, total, budget)
+            except _ZipBudgetError as err:
+                raise ServiceError(413, f"{name}: {info.filename!r} expands beyond {_mib(budget)} in total") from err
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error) as err:
                 raise ServiceError(422, f"{name}: cannot read {info.filename!r} ({err})") from err
+            out.append(Upload(base, content))
     return out
+
+
+class _ZipBudgetError(Exception):
+    pass
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, total: int, budget: int) -> tuple[bytes, int]:
+    """One member's bytes, read in chunks; ``_ZipBudgetError`` once ``total`` would pass ``budget``."""
+    chunks: list[bytes] = []
+    with archive.open(info) as member:  # stops at the declared size; the CRC check then catches a lie
+        while chunk := member.read(_ZIP_CHUNK):
+            total += len(chunk)
+            if total > budget:
+                raise _ZipBudgetError
+            chunks.append(chunk)
+    return b"".join(chunks), total
+
+
+def _decode_error(err: ImageDecodeError) -> ServiceError:
+    if err.unsupported:
+        return ServiceError(415, str(err))
+    if err.too_large:
+        return ServiceError(413, f"{err} (--max-image-pixels)")
+    return ServiceError(422, str(err))
+
+
+async def probe_upload(upload: Upload, limits: ImageLimits, *, masks: bool = False) -> ImageHeader:
+    """Read an upload's header (in the threadpool; no pixel decoded) and check it against ``limits``.
+
+    Args:
+        masks: mask or overlay PNGs were asked for (``max_mask_pixels`` applies).
+
+    Raises:
+        ServiceError: 413 above a limit (pixels, aspect ratio, network pixels, mask pixels), 415 for another
+            format, 422 for an unreadable or multi-frame image.
+    """
+    try:
+        header = await run_in_threadpool(probe_image, upload.data, max_pixels=limits.max_pixels, name=upload.name)
+    except ImageDecodeError as err:
+        raise _decode_error(err) from err
+    limits.check(header, upload.name, masks=masks)
+    return header
 
 
 async def decode_upload(upload: Upload, *, max_pixels: int) -> np.ndarray:
@@ -233,11 +387,7 @@ async def decode_upload(upload: Upload, *, max_pixels: int) -> np.ndarray:
     try:
         return await run_in_threadpool(decode_image, upload.data, max_pixels=max_pixels, name=upload.name)
     except ImageDecodeError as err:
-        if err.unsupported:
-            raise ServiceError(415, str(err)) from err
-        if "decompression bomb" in str(err):
-            raise ServiceError(413, f"{err} (--max-image-pixels)") from err
-        raise ServiceError(422, str(err)) from err
+        raise _decode_error(err) from err
 
 
 async def read_single_upload(request: Request, *, max_files: int) -> Upload:

@@ -10,16 +10,27 @@ from concurrent.futures import Future
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from service.batching import InferenceWorker
-from service.deps import ready_state, require_api_key, worker_of
+from service.deps import loaded_limits, ready_state, require_api_key, worker_of
 from service.encoding import csv_header, csv_rows
 from service.errors import ServiceError
+from service.limits import Reservation
 from service.routes.predict import UPLOAD_ERRORS, Mode
 from service.settings import ServiceSettings
 from service.state import ServiceState
-from service.uploads import Upload, decode_upload, expand_zip, is_zip, read_form, read_uploads, upload_name
+from service.uploads import (
+    Upload,
+    decode_upload,
+    expand_zip,
+    is_zip,
+    probe_upload,
+    read_form,
+    read_uploads,
+    upload_name,
+)
 
 __all__ = ["router"]
 
@@ -76,6 +87,8 @@ async def predict_batch(
     settings = state.settings
     form = await read_form(request, max_files=settings.max_files)
     uploads = await _collect(read_uploads(form, allow_zip=True), settings)
+    limits, budget = loaded_limits(state)
+    costs = [limits.cost(await probe_upload(upload, limits), encoded=len(upload.data)) for upload in uploads]
     for upload in uploads:  # fail with a 4xx before streaming; the stream decodes again, keeping memory flat
         await decode_upload(upload, max_pixels=settings.max_image_pixels)
     worker = worker_of(state)
@@ -83,10 +96,13 @@ async def predict_batch(
         raise ServiceError(
             503, "inference queue is full; retry later", headers={"Retry-After": str(worker.retry_after())}
         )
+    in_flight = sorted(costs, reverse=True)[: worker.max_batch_size + 1]  # images the stream holds at once
+    reservation = await budget.acquire(sum(in_flight), f"a batch of {len(uploads)} images")
     return StreamingResponse(
-        _stream_rows(worker, uploads, settings, mode),
+        _stream_rows(worker, uploads, settings, mode, reservation),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="submission.csv"'},
+        background=BackgroundTask(reservation.release),
     )
 
 
@@ -116,7 +132,7 @@ async def _collect(parts: Sequence, settings: ServiceSettings) -> list[Upload]:
 
 
 async def _stream_rows(
-    worker: InferenceWorker, uploads: list[Upload], settings: ServiceSettings, mode: str
+    worker: InferenceWorker, uploads: list[Upload], settings: ServiceSettings, mode: str, reservation: Reservation
 ) -> AsyncIterator[str]:
     """Header, then one row per bundle class and image in order, keeping ``max_batch_size`` images in flight."""
     timeout = settings.request_timeout_s
@@ -137,3 +153,4 @@ async def _stream_rows(
     finally:
         for future in pending:
             future.cancel()
+        reservation.release()

@@ -22,15 +22,23 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from cascade.manifest import ClassParams
-from service.deps import ERROR_RESPONSES, get_state, guard_worker, ready_state, require_api_key, worker_of
+from service.deps import (
+    ERROR_RESPONSES,
+    get_state,
+    guard_worker,
+    loaded_limits,
+    ready_state,
+    require_api_key,
+    worker_of,
+)
 from service.encoding import prediction_body
 from service.errors import ServiceError
 from service.routes.ops import nominal_image_size
 from service.routes.predict import UPLOAD_ERRORS
 from service.schemas import ErrorResponse, GuiClass, GuiConfig, PostprocessRequest, SampleInfo, SessionResponse
-from service.sessions import Session
+from service.sessions import Session, SessionTooLargeError
 from service.state import ServiceState
-from service.uploads import Upload, decode_upload, read_form, read_uploads, upload_name
+from service.uploads import Upload, decode_upload, probe_upload, read_form, read_uploads, upload_name
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -121,21 +129,38 @@ async def analyze(request: Request, state: ServiceState = Depends(ready_state)) 
     """Predict with every segmenter's map kept, cache the raw output and answer with masks as PNGs."""
     settings = state.settings
     upload = await _gui_upload(request, state)
-    image = await decode_upload(upload, max_pixels=settings.max_image_pixels)
-    worker = worker_of(state)
-    image_id = upload.name
-
-    def _infer(predictor: object) -> object:
-        return predictor.infer([image], image_ids=[image_id], mode="segment_all")  # type: ignore[attr-defined]
-
-    raw = await guard_worker(state, worker.wait(worker.submit_call(_infer), settings.request_timeout_s))
-    params = tuple(state.predictor.manifest.classes)
-    session = Session(image_id=image_id, raw=raw, segmented=_segmented(raw, state.predictor.manifest.class_ids))
+    limits, budget = loaded_limits(state)
+    header = await probe_upload(upload, limits, masks=True)
     if state.sessions is None:
         raise ServiceError(503, "the GUI cache is not ready")
-    session_id = state.sessions.add(session)
-    body = await run_in_threadpool(_session_body, state, session, session_id, params, image)
-    return JSONResponse(body)
+    _check_session_size(header.pixels * limits.num_classes * 4, state.sessions.max_bytes)  # float32 maps
+    async with budget.reserve(limits.cost(header, masks=True, encoded=len(upload.data)), upload.name):
+        image = await decode_upload(upload, max_pixels=settings.max_image_pixels)
+        worker = worker_of(state)
+        image_id = upload.name
+
+        def _infer(predictor: object) -> object:
+            return predictor.infer([image], image_ids=[image_id], mode="segment_all")  # type: ignore[attr-defined]
+
+        raw = await guard_worker(state, worker.wait(worker.submit_call(_infer), settings.request_timeout_s))
+        params = tuple(state.predictor.manifest.classes)
+        session = Session(image_id=image_id, raw=raw, segmented=_segmented(raw, state.predictor.manifest.class_ids))
+        try:
+            session_id = state.sessions.add(session)
+        except SessionTooLargeError as err:
+            raise ServiceError(413, f"{image_id}: {err}") from err
+        body = await run_in_threadpool(_session_body, state, session, session_id, params, image)
+        return JSONResponse(body)
+
+
+def _check_session_size(nbytes: int, max_bytes: int | None) -> None:
+    """413 before inference when an analysis could never fit the GUI cache."""
+    if max_bytes is not None and nbytes > max_bytes:
+        raise ServiceError(
+            413,
+            f"this image's maps would hold {nbytes / 2**20:.0f} MiB, more than the GUI cache's "
+            f"{max_bytes / 2**20:.0f} MiB (--gui-cache-mb); analyse a smaller image",
+        )
 
 
 @router.post(
@@ -194,8 +219,10 @@ def _segmented(raw: object, class_ids: tuple[int, ...]) -> tuple[int, ...]:
 
 
 async def _gui_upload(request: Request, state: ServiceState) -> Upload:
-    form = await read_form(request, max_files=1, allow_urlencoded=True)
+    form = await read_form(request, max_files=state.settings.max_files, allow_urlencoded=True)
     parts = read_uploads(form, allow_zip=False)
+    if len(parts) > 1:
+        raise ServiceError(422, f"send one image per analysis as the multipart 'file' part (got {len(parts)} files)")
     if parts:
         data = await parts[0].read()
         return Upload(upload_name(parts[0].filename, data), data)

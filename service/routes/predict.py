@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ERROR_RESPONSES, guard_worker, ready_state, require_api_key, worker_of
+from service.deps import ERROR_RESPONSES, guard_worker, loaded_limits, ready_state, require_api_key, worker_of
 from service.encoding import prediction_body
 from service.schemas import ErrorResponse, PredictionResponse
 from service.state import ServiceState
-from service.uploads import decode_upload, read_single_upload
+from service.uploads import decode_upload, probe_upload, read_single_upload
 
 __all__ = ["IMAGE_REQUEST_BODY", "UPLOAD_ERRORS", "router"]
 
@@ -39,7 +39,12 @@ IMAGE_REQUEST_BODY: dict = {
 
 UPLOAD_ERRORS: dict[int | str, dict] = {
     **ERROR_RESPONSES,
-    413: {"model": ErrorResponse, "description": "Body, file count or decoded image above the limits."},
+    408: {"model": ErrorResponse, "description": "The request body stalled (no data for --body-timeout-s)."},
+    413: {
+        "model": ErrorResponse,
+        "description": "Body, file count, image pixels, aspect ratio, padded network input, mask pixels or the "
+        "request's estimated memory above the limits (the detail names the option).",
+    },
     415: {"model": ErrorResponse, "description": "Not a JPEG, PNG, BMP or TIFF image."},
     422: {"model": ErrorResponse, "description": "Empty, truncated or undecodable image (the detail says why)."},
     504: {"model": ErrorResponse, "description": "Inference did not finish within the request timeout."},
@@ -72,19 +77,23 @@ async def predict(
     settings = state.settings
     started = time.perf_counter()
     upload = await read_single_upload(request, max_files=settings.max_files)
-    image = await decode_upload(upload, max_pixels=settings.max_image_pixels)
-    decoded = time.perf_counter()
-    worker = worker_of(state)
-    prediction = await guard_worker(
-        state, worker.predict(image, upload.name, timeout=settings.request_timeout_s, mode=mode)
-    )
-    predicted = time.perf_counter()
-    timings = {"decode": decoded - started, "inference": predicted - decoded}
-    if masks or overlay:
-        body = await run_in_threadpool(
-            prediction_body, prediction, image=image, extra_timings=timings, masks=masks, overlay=overlay
+    limits, budget = loaded_limits(state)
+    header = await probe_upload(upload, limits, masks=masks or overlay)
+    cost = limits.cost(header, masks=masks, overlay=overlay, encoded=len(upload.data))
+    async with budget.reserve(cost, upload.name):
+        image = await decode_upload(upload, max_pixels=settings.max_image_pixels)
+        decoded = time.perf_counter()
+        worker = worker_of(state)
+        prediction = await guard_worker(
+            state, worker.predict(image, upload.name, timeout=settings.request_timeout_s, mode=mode)
         )
-    else:
-        body = prediction_body(prediction, extra_timings=timings)
-    body["timings"]["request"] = round(time.perf_counter() - started, 6)
-    return JSONResponse(body)
+        predicted = time.perf_counter()
+        timings = {"decode": decoded - started, "inference": predicted - decoded}
+        if masks or overlay:
+            body = await run_in_threadpool(
+                prediction_body, prediction, image=image, extra_timings=timings, masks=masks, overlay=overlay
+            )
+        else:
+            body = prediction_body(prediction, extra_timings=timings)
+        body["timings"]["request"] = round(time.perf_counter() - started, 6)
+        return JSONResponse(body)
