@@ -1,14 +1,54 @@
-"""CLI command ``cascade train``: run the training pipeline of a recipe (``training.pipeline``)."""
+"""CLI command ``cascade train``: run the training pipeline of a recipe (``training.pipeline``).
+
+At the end it prints where everything went and, when the evaluation ran, the held-out Kaggle Dice of the
+cascade next to the all-empty and ``segment_all`` baselines (``RUN_DIR/evaluation.json``), with a loud
+warning when the cascade does not beat predicting nothing by ``NO_BETTER_MARGIN``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
-__all__ = ["register"]
+__all__ = ["NO_BETTER_MARGIN", "heldout_summary", "register"]
 
 _STAGES = "classifier, hard_negatives, segmenter, tune, package, evaluate"
+
+NO_BETTER_MARGIN = 0.01
+"""Held-out mean Dice the cascade must gain over the all-empty baseline not to be called "no better"."""
+
+
+def heldout_summary(evaluation: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """Lines comparing the cascade with its baselines on the held-out images, and a warning or None.
+
+    Args:
+        evaluation: the contents of ``RUN_DIR/evaluation.json``.
+    """
+    cascade, empty, seg_all = (float(evaluation[k]) for k in ("dice_cascade", "dice_empty", "dice_segment_all"))
+    per_cascade = evaluation.get("cascade", {}).get("per_class", {})
+    per_empty = evaluation.get("empty", {}).get("per_class", {})
+    classes = ", ".join(f"{c}: {float(v):.3f}" for c, v in per_cascade.items())
+    lines = [
+        f"held-out Kaggle Dice ({evaluation.get('data', '?')}):",
+        f"  cascade      {cascade:.4f}" + (f"   per class {classes}" if classes else ""),
+        f"  all-empty    {empty:.4f}   (predicting nothing)",
+        f"  segment_all  {seg_all:.4f}   (every segmenter on every image, no gate)",
+    ]
+    worse = [c for c, v in per_cascade.items() if c in per_empty and float(v) < float(per_empty[c]) - 1e-9]
+    if cascade - empty >= NO_BETTER_MARGIN:
+        return lines, None
+    warning = (
+        f"WARNING: the cascade is no better than predicting nothing on the held-out images: {cascade:.4f} vs "
+        f"all-empty {empty:.4f} ({cascade - empty:+.4f}; at least +{NO_BETTER_MARGIN} expected). "
+        + (f"Classes below all-empty: {', '.join(worse)}. " if worse else "")
+        + "Train longer or on more data, and check report.md; do not ship this bundle."
+    )
+    return lines, warning
 
 
 def train(
@@ -69,6 +109,14 @@ def train(
         print(f"report: {report}")
     if result.installed is not None:
         print(f"installed embedded bundle {recipe.package.embedded_name!r}: {result.installed}")
+    evaluation = result.run_dir / "evaluation.json"
+    evaluated = not stage or "evaluate" in stage
+    if evaluated and evaluation.is_file() and os.environ.get("RANK", "0") == "0":
+        lines, warning = heldout_summary(json.loads(evaluation.read_text()))
+        print("\n".join(lines))
+        if warning is not None:
+            rule = "!" * 100
+            typer.secho(f"{rule}\n{warning}\n{rule}", err=True, fg=typer.colors.RED, bold=True)
 
 
 def register(app: typer.Typer) -> None:
