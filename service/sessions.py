@@ -74,7 +74,7 @@ class SessionCache:
         if self.max_bytes is not None and size > self.max_bytes:
             raise SessionTooLargeError(
                 f"the analysis holds {size / 2**20:.0f} MiB of maps, more than the GUI cache's "
-                f"{self.max_bytes / 2**20:.0f} MiB (--gui-cache-mb)"
+                f"{self.max_bytes / 2**20:.0f} MiB (CASCADE_GUI_CACHE_MB)"
             )
         key = uuid.uuid4().hex
         with self._lock:

@@ -37,6 +37,23 @@ def serve(
     queue_size: int | None = typer.Option(None, help="Images allowed to wait; beyond, 503 + Retry-After (default 64)."),
     max_upload_mb: float | None = typer.Option(None, help="Largest request body in MiB; beyond, 413 (default 32)."),
     max_files: int | None = typer.Option(None, help="Most images per /predict/batch request or zip (default 256)."),
+    max_image_pixels: int | None = typer.Option(
+        None, help="Largest image in pixels; beyond, 413 (default 40,000,000; decompression bombs)."
+    ),
+    max_aspect_ratio: float | None = typer.Option(
+        None, help="Largest long side / short side; beyond, 413 (default 100; thin images cost far more once padded)."
+    ),
+    max_network_pixels: int | None = typer.Option(
+        None, help="Largest padded/tiled network input of one image in pixels; beyond, 413 (default 48,000,000)."
+    ),
+    max_mask_pixels: int | None = typer.Option(
+        None, help="Largest image for which masks/overlays are drawn; beyond, 413 (default 16,000,000)."
+    ),
+    memory_budget_mb: float | None = typer.Option(
+        None,
+        help="Estimated MiB all requests in flight may hold; one alone above it 413, none free in time 503 "
+        "(default 3072).",
+    ),
     request_timeout: float | None = typer.Option(
         None, help="Per-request inference deadline in s; beyond, 504 (default 60)."
     ),
@@ -71,6 +88,7 @@ def serve(
     from cascade.bundle import BundleError, read_manifest
     from cascade.embedded import resolve_bundle
     from service import ServiceSettings, create_app
+    from service.server import uvicorn_config
     from service.state import bundle_label
 
     options = {
@@ -82,6 +100,11 @@ def serve(
         "queue_size": queue_size,
         "max_upload_mb": max_upload_mb,
         "max_files": max_files,
+        "max_image_pixels": max_image_pixels,
+        "max_aspect_ratio": max_aspect_ratio,
+        "max_network_pixels": max_network_pixels,
+        "max_mask_pixels": max_mask_pixels,
+        "memory_budget_mb": memory_budget_mb,
         "request_timeout_s": request_timeout,
         "api_key": api_key,
         "data_root": data_root,
@@ -113,4 +136,4 @@ def serve(
         f"serving {bundle_label(path)} ({manifest.num_classes} classes: {classes}) at "
         f"http://{settings.host}:{settings.port} (GUI at /, API docs at /docs)"
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level, workers=1)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, log_level=log_level)).run()

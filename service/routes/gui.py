@@ -130,7 +130,7 @@ async def analyze(request: Request, state: ServiceState = Depends(ready_state)) 
     settings = state.settings
     upload = await _gui_upload(request, state)
     limits, budget = loaded_limits(state)
-    header = await probe_upload(upload, limits, masks=True)
+    header = await probe_upload(upload, limits)  # the GUI cache's bound below also bounds its mask PNGs
     if state.sessions is None:
         raise ServiceError(503, "the GUI cache is not ready")
     _check_session_size(header.pixels * limits.num_classes * 4, state.sessions.max_bytes)  # float32 maps
@@ -159,7 +159,7 @@ def _check_session_size(nbytes: int, max_bytes: int | None) -> None:
         raise ServiceError(
             413,
             f"this image's maps would hold {nbytes / 2**20:.0f} MiB, more than the GUI cache's "
-            f"{max_bytes / 2**20:.0f} MiB (--gui-cache-mb); analyse a smaller image",
+            f"{max_bytes / 2**20:.0f} MiB (CASCADE_GUI_CACHE_MB); analyse a smaller image",
         )
 
 

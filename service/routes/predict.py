@@ -39,7 +39,10 @@ IMAGE_REQUEST_BODY: dict = {
 
 UPLOAD_ERRORS: dict[int | str, dict] = {
     **ERROR_RESPONSES,
-    408: {"model": ErrorResponse, "description": "The request body stalled (no data for --body-timeout-s)."},
+    408: {
+        "model": ErrorResponse,
+        "description": "The request body stalled (no data for CASCADE_BODY_TIMEOUT_S seconds).",
+    },
     413: {
         "model": ErrorResponse,
         "description": "Body, file count, image pixels, aspect ratio, padded network input, mask pixels or the "

@@ -1,0 +1,89 @@
+"""Running the app under uvicorn with the connection-level limits a public endpoint needs.
+
+uvicorn's defaults accept headers of any size (with httptools), keep connections that never send a
+request open forever and admit any number of them. ``uvicorn_config`` therefore runs the h11 parser with
+a header limit (``max_header_kb``; beyond it uvicorn answers 400), ``limit_concurrency`` (connections plus
+running requests; beyond it uvicorn answers 503 at once), ``timeout_keep_alive_s`` for idle keep-alive
+connections, and its own protocol subclass that closes a connection whose request headers are not complete
+``header_timeout_s`` after it opened or after its last response (slow-loris clients). Stalled request
+bodies are the app's part (``BodyLimitMiddleware``, 408).
+
+What stays for a reverse proxy in front (nginx, Envoy, a cloud load balancer): TLS; per-client connection
+and request-rate limits (one client can still take all ``limit_concurrency`` slots); its own header, body
+and idle timeouts; and a body size limit at or below ``max_upload_mb``, so oversized uploads never reach
+the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from service.settings import ServiceSettings
+
+__all__ = ["header_timeout_protocol", "uvicorn_config"]
+
+
+def header_timeout_protocol(timeout_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing connections whose request headers take longer than ``timeout_s``.
+
+    The clock starts when the connection opens and again when a response has been sent; it stops when a
+    request's headers are complete (the body has its own deadline in the app).
+    """
+
+    class _HeaderTimeoutH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_header_timer()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_header_timer()
+
+        def _arm_header_timer(self) -> None:
+            self._cancel_header_timer()
+            self._header_timer = self.loop.call_later(timeout_s, self._header_deadline)
+
+        def _cancel_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_deadline(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no complete request head
+                self.logger.debug("closing a connection that sent no complete request head in %g s", timeout_s)
+                self.transport.close()
+
+    return _HeaderTimeoutH11Protocol
+
+
+def uvicorn_config(app: FastAPI, settings: ServiceSettings, *, log_level: str = "info") -> uvicorn.Config:
+    """The uvicorn configuration of ``cascade serve``: host, port and the connection limits of ``settings``."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        workers=1,
+        http=header_timeout_protocol(settings.header_timeout_s),
+        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.timeout_keep_alive_s,
+    )
