@@ -58,7 +58,7 @@ class Evaluation:
         grid_scores: class id -> ``(T, P, M)`` held-out Dice over the tuning grid.
         uncalibrated: ``(N, C)`` probabilities before the bundle's calibration (None: the bundle has none).
         seconds_per_image: measured seconds per image of ``preprocess`` + ``classifier`` (key ``classifier``)
-            and of each segmenter (``segmenter_<id>``), from the segment-all run.
+            and of each segmenter with its post-processing and RLE (``segmenter_<id>``), from the segment-all run.
     """
 
     cascade: DiceReport
@@ -212,8 +212,10 @@ def evaluate_bundle(
         truth = np.stack([annotations.masks(i, im.shape[:2]) for i, im in zip(batch_ids, images, strict=True)])
         raw = predictor.infer(images, mode="segment_all", image_ids=batch_ids)
         for mode in ("cascade", "segment_all"):
-            masks = np.stack([r.masks for r in predictor.postprocess(raw, mode=mode)])
-            pairs[mode].append(dice_pairs(masks, truth))
+            results = predictor.postprocess(raw, mode=mode)
+            pairs[mode].append(dice_pairs(np.stack([r.masks for r in results]), truth))
+        post = results[0].timings  # segment-all: every (image, class) pair post-processed and encoded
+        seconds["postprocess"] = seconds.get("postprocess", 0.0) + post["postprocess"] + post["encode"]
         pairs["empty"].append(dice_pairs(np.zeros_like(truth), truth))
         gates.append(raw.probabilities >= np.array([p.prob_threshold for p in predictor.manifest.classes]))
         probs.append(raw.probabilities)
@@ -249,8 +251,16 @@ def evaluate_bundle(
         gate=np.concatenate(gates),
         grid_scores=scores,
         uncalibrated=np.concatenate(uncalibrated) if uncalibrated else None,
-        seconds_per_image={k: v / len(ids) for k, v in seconds.items()} if len(ids) else {},
+        seconds_per_image=_per_image(seconds, len(ids), class_ids),
     )
+
+
+def _per_image(seconds: dict[str, float], n_images: int, class_ids: Sequence[int]) -> dict[str, float]:
+    """Seconds per image by network; post-processing is shared evenly by the segmenters."""
+    if not n_images:
+        return {}
+    post = seconds.pop("postprocess", 0.0) / len(class_ids)
+    return {k: (v + (post if k.startswith("segmenter_") else 0.0)) / n_images for k, v in seconds.items()}
 
 
 def _stage_seconds(run_dir: Path) -> dict[str, float]:
