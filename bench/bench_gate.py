@@ -4,8 +4,8 @@ re-tuned for Dice only and for cost (issue 15).
 Usage::
 
     python -m bench.bench_gate                                   # the embedded demo bundle, synthetic data
-    python -m bench.bench_gate --bundle neu-seg --tune-data ../shared/neu-seg --tune-split val \\
-        --heldout-data ../shared/neu-seg --heldout-split val    # a real data set (tune == held-out: say so)
+    python -m bench.bench_gate --bundle neu-seg --tune-data ../shared/neu-seg --tune-split val --halves
+        # a real data set: its val split, alternate images for tuning and held-out
     python -m bench.bench_gate --write-bundle /tmp/demo-gate.cascade.safetensors
 
 By default the tuning set (``--tune-n`` images, seed ``--tune-seed``) and the held-out set (``--n`` images,
@@ -45,12 +45,18 @@ RUNS_RATIO_GOAL = 1.5
 def _labelled(args: argparse.Namespace, which: str, tmp: Path, manifest: Any) -> tuple[Path, Any, str]:
     """``(images_dir, annotations, description)`` of the tuning or held-out set."""
     data, split = getattr(args, f"{which}_data"), getattr(args, f"{which}_split")
+    if args.halves:
+        data, split = args.tune_data, args.tune_split
     if data is not None:
         from cascade.datasource import open_labelled
 
         labelled = open_labelled(data, classes=manifest.class_set, split=split)
+        annotations = labelled.annotations
         where = f"{labelled.kind} {data}" + (f", split {split}" if split else "")
-        return labelled.images_dir, labelled.annotations, f"{where} ({len(labelled.annotations.image_ids)} images)"
+        if args.halves:
+            annotations = annotations.subset(annotations.image_ids[0 if which == "tune" else 1 :: 2])
+            where += f", {'even' if which == 'tune' else 'odd'}-numbered images"
+        return labelled.images_dir, annotations, f"{where} ({len(annotations.image_ids)} images)"
     from cascade.formats import read_annotations
     from cascade.synth import generate_dataset
 
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-split", default=None)
     parser.add_argument("--heldout-data", type=Path, default=None, help="labelled held-out data (default: synthetic)")
     parser.add_argument("--heldout-split", default=None)
+    parser.add_argument("--halves", action="store_true", help="tune on alternate images of --tune-data, score the rest")
     parser.add_argument("--tune-n", type=int, default=400, help="synthetic tuning images")
     parser.add_argument("--tune-seed", type=int, default=2, help="synthetic tuning seed (0 trained the demo)")
     parser.add_argument("--n", type=int, default=200, help="synthetic held-out images")
