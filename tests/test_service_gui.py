@@ -264,3 +264,93 @@ def test_gui_builds_legend_toggles_and_sliders_from_a_three_class_bundle(three_c
     shot = tmp_path / "gui-three-classes.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 0
+
+
+def _upload(page, path: Path) -> None:
+    renders = _renders(page)
+    page.set_input_files("#file-input", str(path))
+    _wait_render(page, renders)
+
+
+@browser
+@pytest.mark.browser
+def test_gui_outlines_fill_toggle_and_why_absent(page, tmp_path: Path, service_images: list[np.ndarray]) -> None:
+    image = service_images[2]
+    height, width = image.shape[:2]
+    upload = tmp_path / "outline.png"
+    upload.write_bytes(encode_image(image, "PNG"))
+    page.uncheck("#keep-thresholds")
+    _upload(page, upload)
+    for class_id in (2, 3, 4):
+        page.uncheck(f'#classes tr[data-class="{class_id}"] .toggle')
+    page.check('#classes tr[data-class="1"] .toggle')
+    _set_slider(page, 1, "prob-threshold", 0)
+    _set_slider(page, 1, "pixel-threshold", 0)
+    _set_slider(page, 1, "min-area", 0)
+    page.check("#fill")
+    page.check("#outline")
+    colour = [230, 25, 75, 255]
+    assert _pixel(page, 0, 0) == colour and _pixel(page, 1, height // 2) == colour  # the border, opaque
+    filled = _pixel(page, width // 2, height // 2)
+    page.uncheck("#fill")
+    centre, border = _pixel(page, width // 2, height // 2), _pixel(page, 0, 0)
+    page.uncheck('#classes tr[data-class="1"] .toggle')
+    bare = _pixel(page, width // 2, height // 2)
+    page.check('#classes tr[data-class="1"] .toggle')
+    assert centre == bare != filled and border == colour  # outlines only: the inside shows the steel
+    page.check("#fill")
+
+    # a gate that is open but a pixel threshold nothing reaches: "not present", and the page says why
+    _set_slider(page, 1, "pixel-threshold", 1)
+    why = page.inner_text('#classes tr[data-class="1"] .present')
+    assert why.startswith("no (gate open") and "pixel threshold 1.00" in why, why
+    _set_slider(page, 1, "prob-threshold", 1)
+    assert "< gate 1.00" in page.inner_text('#classes tr[data-class="1"] .present')
+
+
+@browser
+@pytest.mark.browser
+def test_gui_min_area_slider_is_sent_and_thresholds_can_be_kept(
+    page, tmp_path: Path, service_images: list[np.ndarray]
+) -> None:
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    first.write_bytes(encode_image(service_images[0], "PNG"))
+    second.write_bytes(encode_image(service_images[1], "PNG"))
+    page.uncheck("#keep-thresholds")
+    _upload(page, first)
+    renders = _renders(page)
+    with page.expect_request("**/postprocess/**") as request:
+        page.locator('#classes tr[data-class="3"] .min-area').fill("500")
+    _wait_render(page, renders)
+    sent = {c["class_id"]: c for c in request.value.post_data_json["classes"]}
+    assert sent[3]["min_area"] == 500
+    assert page.inner_text('#classes tr[data-class="3"] .min-area + output') == "500"
+
+    page.check("#keep-thresholds")
+    renders = _renders(page)
+    page.set_input_files("#file-input", str(second))
+    page.wait_for_function(  # the analysis, then the post-processing under the kept thresholds
+        f"Number(document.body.dataset.renders) >= {renders + 2} && document.body.dataset.state === 'ready'"
+    )
+    assert page.input_value('#classes tr[data-class="3"] .min-area') == "500"
+    page.uncheck("#keep-thresholds")
+
+
+@browser
+@pytest.mark.browser
+def test_gui_error_clears_the_previous_result_and_favicon(
+    page, tmp_path: Path, service_images: list[np.ndarray]
+) -> None:
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    good.write_bytes(encode_image(service_images[4], "PNG"))
+    bad.write_bytes(b"this is not an image")
+    _upload(page, good)
+    assert page.inner_text('#classes tr[data-class="1"] .prob') != "–"
+    page.set_input_files("#file-input", str(bad))
+    page.wait_for_selector("body[data-state=error]")
+    assert page.inner_text("#status").startswith("4")  # 415 or 422, with the server's reason
+    assert set(page.locator("#classes td.prob").all_inner_texts()) == {"–"}
+    assert page.is_disabled("#download-csv") and page.inner_text("#image-id") == ""
+    assert _pixel(page, 10, 10) == [0, 0, 0, 0]  # the previous image is gone from the canvas
+    assert page.evaluate("document.querySelector('link[rel=icon]').getAttribute('href')") == "/static/favicon.svg"
+    assert page.evaluate("fetch('/static/favicon.svg').then(r => r.status)") == 200

@@ -13,7 +13,7 @@
     config: null, // {bundle, runtime, device, classes: [{class_id, name, colour, params}], image_size, samples}
     result: null, // last SessionResponse
     image: null, // HTMLImageElement of the analysed image
-    layers: {}, // class id -> canvas with the class mask in its colour
+    layers: {}, // class id -> {fill, outline}: canvases with the class mask (and its border) in its colour
     visible: {}, // class id -> bool
     seq: 0, // request counter: answers to superseded requests are dropped
     renders: 0,
@@ -128,19 +128,25 @@
     }
   }
 
-  function slider(cls, value) {
+  function slider(cls, value, max = 1, step = 0.01) {
     const cell = document.createElement("td");
     const input = document.createElement("input");
-    Object.assign(input, { type: "range", min: "0", max: "1", step: "0.01", value: String(value) });
+    Object.assign(input, { type: "range", min: "0", max: String(max), step: String(step), value: String(value) });
     input.className = cls;
     const output = document.createElement("output");
-    output.textContent = Number(value).toFixed(2);
+    const digits = step < 1 ? 2 : 0;
+    output.textContent = Number(value).toFixed(digits);
     input.addEventListener("input", () => {
-      output.textContent = Number(input.value).toFixed(2);
+      output.textContent = Number(input.value).toFixed(digits);
       schedulePostprocess();
     });
     cell.append(input, output);
     return cell;
+  }
+
+  function minAreaMax(minArea) {
+    // the slider reaches well past the bundle's value; an image's own area caps nothing here
+    return Math.max(1000, Math.ceil((4 * minArea) / 100) * 100);
   }
 
   function buildTable() {
@@ -178,6 +184,7 @@
         ...cells,
         slider("prob-threshold", cls.params.prob_threshold),
         slider("pixel-threshold", cls.params.pixel_threshold),
+        slider("min-area", cls.params.min_area, minAreaMax(cls.params.min_area), 1),
         copyCell,
       );
       body.append(row);
@@ -191,13 +198,34 @@
     setStatus("Analysing…");
     try {
       const result = await api("/gui/analyze", { method: "POST", body: form });
-      if (seq === state.seq) await show(result, true);
+      if (seq !== state.seq) return;
+      const keep = $("#keep-thresholds").checked && state.result !== null;
+      await show(result, true, keep);
+      if (keep) schedulePostprocess(); // the new image under the thresholds the user had set
     } catch (error) {
       if (seq === state.seq) {
+        clearResult(); // an error must not leave the previous image's result on screen
         setStatus(error.message, true);
         setPageState("error");
       }
     }
+  }
+
+  function clearResult() {
+    state.result = null;
+    state.image = null;
+    state.layers = {};
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    for (const row of document.querySelectorAll("#classes tbody tr")) {
+      for (const cell of row.querySelectorAll(".prob, .present, .area")) {
+        cell.textContent = "–";
+        cell.title = "";
+      }
+      row.querySelector(".copy-rle").disabled = true;
+      row.classList.remove("no-map");
+    }
+    $("#image-id").textContent = "";
+    $("#download-csv").disabled = true;
   }
 
   function currentParams() {
@@ -205,6 +233,7 @@
       class_id: Number(row.dataset.class),
       prob_threshold: Number(row.querySelector(".prob-threshold").value),
       pixel_threshold: Number(row.querySelector(".pixel-threshold").value),
+      min_area: Number(row.querySelector(".min-area").value),
     }));
   }
 
@@ -227,6 +256,7 @@
       if (seq === state.seq) await show(result, false);
     } catch (error) {
       if (seq !== state.seq) return;
+      if (error.status === 404) clearResult(); // the cached analysis is gone: its result can no longer change
       setStatus(error.status === 404 ? "The analysis expired; analyse the image again." : error.message, true);
       setPageState("error");
     }
@@ -241,27 +271,61 @@
     lctx.drawImage(mask, 0, 0);
     const pixels = lctx.getImageData(0, 0, width, height);
     const data = pixels.data;
-    for (let i = 0; i < data.length; i += 4) {
-      const on = data[i] > 127;
+    const on = new Uint8Array(width * height);
+    for (let i = 0, p = 0; i < data.length; i += 4, p += 1) {
+      on[p] = data[i] > 127 ? 1 : 0;
       data[i] = colour[0];
       data[i + 1] = colour[1];
       data[i + 2] = colour[2];
-      data[i + 3] = on ? 255 : 0;
+      data[i + 3] = on[p] ? 255 : 0;
+    }
+    lctx.putImageData(pixels, 0, 0);
+    return { fill: layer, outline: outlineLayer(on, colour, width, height) };
+  }
+
+  function outlineLayer(on, colour, width, height) {
+    // the mask's border, 2 px wide inside the mask: small or overlapped defects stay visible when scaled down
+    const at = (x, y) => (x >= 0 && y >= 0 && x < width && y < height ? on[y * width + x] : 0);
+    const edge = new Uint8Array(width * height);
+    for (let y = 0; y < height; y += 1) {
+      for (let x = 0; x < width; x += 1) {
+        if (on[y * width + x] && !(at(x - 1, y) && at(x + 1, y) && at(x, y - 1) && at(x, y + 1))) edge[y * width + x] = 1;
+      }
+    }
+    const layer = document.createElement("canvas");
+    layer.width = width;
+    layer.height = height;
+    const lctx = layer.getContext("2d");
+    const pixels = lctx.createImageData(width, height);
+    const data = pixels.data;
+    const near = (x, y) => x >= 0 && y >= 0 && x < width && y < height && edge[y * width + x];
+    for (let y = 0; y < height; y += 1) {
+      for (let x = 0; x < width; x += 1) {
+        const p = y * width + x;
+        if (!on[p] || !(edge[p] || near(x - 1, y) || near(x + 1, y) || near(x, y - 1) || near(x, y + 1))) continue;
+        data.set([colour[0], colour[1], colour[2], 255], 4 * p);
+      }
     }
     lctx.putImageData(pixels, 0, 0);
     return layer;
   }
 
-  async function show(result, newImage) {
+  const SLIDERS = [
+    ["prob-threshold", "prob_threshold", 2],
+    ["pixel-threshold", "pixel_threshold", 2],
+    ["min-area", "min_area", 0],
+  ];
+
+  async function show(result, newImage, keepSliders = false) {
     if (newImage) {
       state.image = await loadImage(`data:image/jpeg;base64,${result.image_jpeg}`);
       sizeCanvas(result.width, result.height);
-      for (const p of result.params) {
+      for (const p of keepSliders ? [] : result.params) {
         const row = document.querySelector(`#classes tr[data-class="${p.class_id}"]`);
-        for (const [cls, key] of [["prob-threshold", "prob_threshold"], ["pixel-threshold", "pixel_threshold"]]) {
+        for (const [cls, key, digits] of SLIDERS) {
           const input = row.querySelector(`.${cls}`);
           input.value = String(p[key]);
-          input.nextElementSibling.textContent = Number(p[key]).toFixed(2);
+          input.nextElementSibling.textContent = Number(p[key]).toFixed(digits);
         }
       }
     }
@@ -274,7 +338,10 @@
     for (const c of result.classes) {
       const row = document.querySelector(`#classes tr[data-class="${c.class_id}"]`);
       row.querySelector(".prob").textContent = c.probability.toFixed(3);
-      row.querySelector(".present").textContent = c.present ? "yes" : "no";
+      const present = row.querySelector(".present");
+      present.textContent = c.present ? "yes" : "no";
+      present.title = c.present ? "" : whyAbsent(c, result);
+      if (!c.present) present.textContent = `no (${present.title})`;
       row.querySelector(".area").textContent = String(c.area);
       row.querySelector(".copy-rle").disabled = !c.rle;
       row.classList.toggle("no-map", !result.segmented.includes(c.class_id));
@@ -295,12 +362,27 @@
     ctx.globalAlpha = 1;
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     ctx.drawImage(state.image, 0, 0);
-    ctx.globalAlpha = opacity;
-    for (const cls of state.config.classes) {
-      const layer = state.layers[cls.class_id];
-      if (layer && state.visible[cls.class_id]) ctx.drawImage(layer, 0, 0);
+    // larger masks first, so a small defect is drawn on top of a large one it overlaps
+    const area = (id) => (state.result ? state.result.classes.find((c) => c.class_id === id)?.area ?? 0 : 0);
+    const order = state.config.classes
+      .map((cls) => cls.class_id)
+      .filter((id) => state.layers[id] && state.visible[id])
+      .sort((a, b) => area(b) - area(a));
+    if ($("#fill").checked) {
+      ctx.globalAlpha = opacity;
+      for (const id of order) ctx.drawImage(state.layers[id].fill, 0, 0);
     }
     ctx.globalAlpha = 1;
+    if ($("#outline").checked) for (const id of order) ctx.drawImage(state.layers[id].outline, 0, 0);
+  }
+
+  function whyAbsent(c, result) {
+    // the class-specific reason a class is "not present": its gate stayed closed, or its mask was emptied
+    const p = result.params.find((q) => q.class_id === c.class_id) || {};
+    if (!result.segmented.includes(c.class_id) || c.probability < p.prob_threshold) {
+      return `p ${c.probability.toFixed(2)} < gate ${Number(p.prob_threshold).toFixed(2)}`;
+    }
+    return `gate open, but no region ≥ ${p.min_area} px above pixel threshold ${Number(p.pixel_threshold).toFixed(2)}`;
   }
 
   // ------------------------------------------------------------------ copy and download
@@ -353,6 +435,8 @@
     $("#opacity-value").textContent = `${$("#opacity").value}%`;
     render();
   });
+  $("#fill").addEventListener("change", render);
+  $("#outline").addEventListener("change", render);
   $("#download-csv").addEventListener("click", downloadCsv);
   $("#key-form").addEventListener("submit", (event) => {
     event.preventDefault();
