@@ -14,7 +14,7 @@ from service.errors import ServiceError
 from service.limits import ImageLimits, MemoryBudget
 from service.state import ServiceState
 
-__all__ = ["ERROR_RESPONSES", "get_state", "guard_worker", "loaded_limits", "ready_state", "require_api_key"]
+__all__ = ["ERROR_RESPONSES", "admit", "get_state", "guard_worker", "loaded_limits", "ready_state", "require_api_key"]
 
 T = TypeVar("T")
 
@@ -75,6 +75,17 @@ def worker_of(state: ServiceState) -> InferenceWorker:
     if state.worker is None:
         raise ServiceError(503, "the inference worker is not running")
     return state.worker
+
+
+def admit(worker: InferenceWorker) -> None:
+    """503 with ``Retry-After`` at once when the interactive queue is full, before the request is decoded.
+
+    Under overload this keeps refusals cheap (no decode for an image that would be refused anyway), so the
+    cores keep predicting the images already queued.
+    """
+    if worker.depth() >= worker.queue_size:
+        retry = worker.retry_after()
+        raise ServiceError(503, f"inference queue is full; retry in {retry} s", headers={"Retry-After": str(retry)})
 
 
 async def guard_worker(state: ServiceState, call: Awaitable[T]) -> T:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ERROR_RESPONSES, guard_worker, loaded_limits, ready_state, require_api_key, worker_of
+from service.deps import ERROR_RESPONSES, admit, guard_worker, loaded_limits, ready_state, require_api_key, worker_of
 from service.encoding import prediction_body
 from service.schemas import ErrorResponse, PredictionResponse
 from service.state import ServiceState
@@ -80,6 +80,7 @@ async def predict(
     settings = state.settings
     started = time.perf_counter()
     upload = await read_single_upload(request, max_files=settings.max_files)
+    admit(worker_of(state))
     limits, budget = loaded_limits(state)
     header = await probe_upload(upload, limits, masks=masks or overlay)
     cost = limits.cost(header, masks=masks, overlay=overlay, encoded=len(upload.data))
