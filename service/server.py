@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from service.settings import ServiceSettings
 
-__all__ = ["header_timeout_protocol", "uvicorn_config"]
+__all__ = ["header_timeout_protocol", "uvicorn_config", "uvicorn_options"]
 
 
 def header_timeout_protocol(timeout_s: float) -> type[H11Protocol]:
@@ -72,18 +72,23 @@ def header_timeout_protocol(timeout_s: float) -> type[H11Protocol]:
     return _HeaderTimeoutH11Protocol
 
 
+def uvicorn_options(settings: ServiceSettings, *, log_level: str = "info") -> dict[str, Any]:
+    """Keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` for ``cascade serve``: host, port and the
+    connection limits of ``settings``."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "workers": 1,
+        "http": header_timeout_protocol(settings.header_timeout_s),
+        "h11_max_incomplete_event_size": settings.max_header_kb * 1024,
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive_s,
+    }
+
+
 def uvicorn_config(app: FastAPI, settings: ServiceSettings, *, log_level: str = "info") -> uvicorn.Config:
-    """The uvicorn configuration of ``cascade serve``: host, port and the connection limits of ``settings``."""
+    """``uvicorn.Config`` of ``app`` with ``uvicorn_options`` (to run it with ``uvicorn.Server``, e.g. in a thread)."""
     import uvicorn
 
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        workers=1,
-        http=header_timeout_protocol(settings.header_timeout_s),
-        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
-        limit_concurrency=settings.limit_concurrency,
-        timeout_keep_alive=settings.timeout_keep_alive_s,
-    )
+    return uvicorn.Config(app, **uvicorn_options(settings, log_level=log_level))

@@ -88,7 +88,7 @@ def serve(
     from cascade.bundle import BundleError, read_manifest
     from cascade.embedded import resolve_bundle
     from service import ServiceSettings, create_app
-    from service.server import uvicorn_config
+    from service.server import uvicorn_options
     from service.state import bundle_label
 
     options = {
@@ -136,4 +136,4 @@ def serve(
         f"serving {bundle_label(path)} ({manifest.num_classes} classes: {classes}) at "
         f"http://{settings.host}:{settings.port} (GUI at /, API docs at /docs)"
     )
-    uvicorn.Server(uvicorn_config(create_app(settings), settings, log_level=log_level)).run()
+    uvicorn.run(create_app(settings), **uvicorn_options(settings, log_level=log_level))
