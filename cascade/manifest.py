@@ -22,6 +22,7 @@ from cascade.calibration import Calibration
 from cascade.classes import ClassSet
 from cascade.constants import CLASS_IDS, CLASS_NAMES
 from cascade.gate_curve import GateCurve
+from cascade.ood import OodReference
 
 __all__ = [
     "CLASSIFIER_ARCHS",
@@ -247,6 +248,8 @@ class BundleManifest:
             (``()``: none; the gate thresholds are then on raw probabilities).
         gate_curve: what the gate costs and scores on the tuning images (``cascade.gate_curve``); None when
             the bundle was tuned without it.
+        ood: statistics of the training images for out-of-distribution scores (``cascade.ood``); None: no
+            scores.
     """
 
     format_version: int = FORMAT_VERSION
@@ -263,6 +266,7 @@ class BundleManifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     calibration: tuple[Calibration, ...] = ()
     gate_curve: GateCurve | None = None
+    ood: OodReference | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.format_version, "format_version", 1)
@@ -317,6 +321,8 @@ class BundleManifest:
         curve = self.gate_curve
         if curve is not None and (not isinstance(curve, GateCurve) or len(curve.classes) != n):
             raise ValueError(f"gate_curve must be a GateCurve with one curve per class id {list(self.class_ids)}")
+        if self.ood is not None and not isinstance(self.ood, OodReference):
+            raise ValueError(f"ood must be an OodReference or None, got {type(self.ood).__name__}")
 
     def _check_specs(self) -> None:
         if not isinstance(self.classifier, ModelSpec):
@@ -386,6 +392,7 @@ class BundleManifest:
             "provenance": dict(self.provenance),
             **({"calibration": [c.to_dict() for c in self.calibration]} if self.calibration else {}),
             **({"gate_curve": self.gate_curve.to_dict()} if self.gate_curve is not None else {}),
+            **({"ood": self.ood.to_dict()} if self.ood is not None else {}),
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -435,6 +442,11 @@ class BundleManifest:
                 kwargs["gate_curve"] = GateCurve.from_dict(data["gate_curve"])
             except ValueError as err:
                 raise ValueError(f"manifest field 'gate_curve': {err}") from err
+        if data.get("ood") is not None:
+            try:
+                kwargs["ood"] = OodReference.from_dict(data["ood"])
+            except ValueError as err:
+                raise ValueError(f"manifest field 'ood': {err}") from err
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:
@@ -450,7 +462,7 @@ class BundleManifest:
         return cls.from_dict(data)
 
 
-_NESTED = ("classifier", "segmenters", "normalization", "input_policy", "classes", "calibration", "gate_curve")
+_NESTED = ("classifier", "segmenters", "normalization", "input_policy", "classes", "calibration", "gate_curve", "ood")
 
 
 def _check_keys(data: Mapping[str, Any], kind: type, where: str, required: Sequence[str] = ()) -> None:

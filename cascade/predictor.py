@@ -56,6 +56,7 @@ class RawOutput:
         timings: seconds per stage (``preprocess``, ``classifier``, ``segmenters``, ``segmenter_<id>``).
         uncalibrated: ``(N, C)`` the classifier's probabilities before the bundle's calibration (None when the
             bundle has none: ``probabilities`` are then the raw ones).
+        ood_scores: ``(N,)`` out-of-distribution scores (``cascade.ood``; None when the bundle has no reference).
     """
 
     image_ids: tuple[str, ...]
@@ -66,6 +67,7 @@ class RawOutput:
     mode: str
     timings: dict[str, float] = field(default_factory=dict)
     uncalibrated: np.ndarray | None = None
+    ood_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -253,6 +255,12 @@ class CascadePredictor:
         start = time.perf_counter()
         plan = plan_inputs(images, self.manifest.input_policy, self.manifest.normalization)
         timings["preprocess"] = time.perf_counter() - start
+        reference = getattr(self.manifest, "ood", None)
+        ood_scores = None
+        if reference is not None:
+            start = time.perf_counter()
+            ood_scores = reference.score(images)
+            timings["ood"] = time.perf_counter() - start
 
         start = time.perf_counter()
         unit_probs = np.zeros((len(plan.units), len(self.manifest.class_ids)), dtype=np.float32)
@@ -283,7 +291,9 @@ class CascadePredictor:
             timings["segmenters"] += timings[f"segmenter_{cid}"]
         self.stats.calls += 1
         self.stats.images += len(images)
-        return RawOutput(tuple(ids), tuple(plan.shapes), probabilities, segmented, maps, mode, timings, uncalibrated)
+        return RawOutput(
+            tuple(ids), tuple(plan.shapes), probabilities, segmented, maps, mode, timings, uncalibrated, ood_scores
+        )
 
     @staticmethod
     def _image_ids(image_ids: Sequence[str] | None, count: int) -> list[str]:
@@ -329,7 +339,9 @@ class CascadePredictor:
                 rle = encode(mask) if area else ""
                 post_s, encode_s = post_s + mid - start, encode_s + time.perf_counter() - mid
                 classes.append(ClassPrediction(cid, name, probability, area > 0, area, rle, mask, colour))
-            results.append(ImagePrediction(image_id, height, width, tuple(classes)))
+            ood = None if raw.ood_scores is None else float(raw.ood_scores[i])
+            in_distribution = None if ood is None else ood <= manifest.ood.threshold
+            results.append(ImagePrediction(image_id, height, width, tuple(classes), {}, ood, in_distribution))
         timings = {**raw.timings, "postprocess": post_s, "encode": encode_s}
         timings["total"] = sum(v for key, v in timings.items() if not key.startswith("segmenter_"))
         for result in results:

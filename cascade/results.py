@@ -44,6 +44,9 @@ class ImagePrediction:
         width: input image width.
         classes: one ``ClassPrediction`` per class, in class-id order.
         timings: seconds spent per stage for the batch this image was in.
+        ood_score: distance of the image from the bundle's training images (``cascade.ood``); None when the
+            bundle has no reference.
+        in_distribution: False when ``ood_score`` is above the bundle's threshold (None without a reference).
     """
 
     image_id: str
@@ -51,6 +54,8 @@ class ImagePrediction:
     width: int
     classes: tuple[ClassPrediction, ...]
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    ood_score: float | None = None
+    in_distribution: bool | None = None
 
     @property
     def rles(self) -> list[str]:
@@ -88,6 +93,9 @@ class ImagePrediction:
                 for c in self.classes
             ],
         }
+        if self.ood_score is not None:
+            out["ood_score"] = round(float(self.ood_score), 4)
+            out["in_distribution"] = bool(self.in_distribution)
         if include_timings:
             out["timings"] = {k: round(float(v), 6) for k, v in self.timings.items()}
         return out

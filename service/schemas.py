@@ -96,6 +96,12 @@ class PredictionResponse(BaseModel):
         default_factory=dict,
         description="Seconds: the predictor's stages for the batch the image ran in, plus decode, queue and request.",
     )
+    ood_score: float | None = Field(
+        None, description="Distance of the image from the bundle's training images (absent: the bundle has none)."
+    )
+    in_distribution: bool | None = Field(
+        None, description="False when ood_score is above the bundle's threshold: treat the answer with suspicion."
+    )
     mask_png: dict[str, str] | None = Field(
         None, description="With masks=true: class id -> base64 8-bit PNG (255 = defect), at the image's size."
     )

@@ -59,6 +59,8 @@ class Evaluation:
         uncalibrated: ``(N, C)`` probabilities before the bundle's calibration (None: the bundle has none).
         seconds_per_image: measured seconds per image of ``preprocess`` + ``classifier`` (key ``classifier``)
             and of each segmenter with its post-processing and RLE (``segmenter_<id>``), from the segment-all run.
+        ood_scores: ``(N,)`` out-of-distribution scores (None: the bundle has no reference).
+        ood_threshold: the bundle's out-of-distribution threshold (None without a reference).
     """
 
     cascade: DiceReport
@@ -70,6 +72,8 @@ class Evaluation:
     grid_scores: dict[int, np.ndarray]
     uncalibrated: np.ndarray | None = None
     seconds_per_image: dict[str, float] = dataclasses.field(default_factory=dict)
+    ood_scores: np.ndarray | None = None
+    ood_threshold: float | None = None
 
     def images_per_second(self, pass_rates: Sequence[float]) -> float | None:
         """Images/s this machine sustains when each class's segmenter runs on ``pass_rates`` of the images."""
@@ -141,6 +145,16 @@ class Evaluation:
             "classifier": self.classifier_metrics(),
             "segmenter_share": float(self.gate.mean()),
             "gate": self.gate_metrics(),
+            **({"ood": self.ood_metrics()} if self.ood_scores is not None else {}),
+        }
+
+    def ood_metrics(self) -> dict[str, float]:
+        """Share of held-out images flagged out of distribution (should be small), median score, threshold."""
+        scores = np.asarray(self.ood_scores)
+        return {
+            "threshold": float(self.ood_threshold or 0.0),
+            "flagged_share": float(np.mean(scores > (self.ood_threshold or 0.0))) if scores.size else 0.0,
+            "median_score": float(np.median(scores)) if scores.size else 0.0,
         }
 
 
@@ -203,7 +217,7 @@ def evaluate_bundle(
         raise ValueError(f"the held-out data has classes {list(annotations.class_ids)}, the bundle {list(class_ids)}")
     prob_grid, pixel_grid, area_grid = grid
     pairs: dict[str, list[np.ndarray]] = {"cascade": [], "segment_all": [], "empty": []}
-    probs, labels, gates, tables, uncalibrated = [], [], [], [], []
+    probs, labels, gates, tables, uncalibrated, ood = [], [], [], [], [], []
     seconds: dict[str, float] = {}
     ids = annotations.image_ids
     for start in tqdm(range(0, len(ids), batch_size), desc="evaluating", leave=False, disable=not show_progress):
@@ -221,6 +235,8 @@ def evaluate_bundle(
         probs.append(raw.probabilities)
         if raw.uncalibrated is not None:
             uncalibrated.append(raw.uncalibrated)
+        if raw.ood_scores is not None:
+            ood.append(raw.ood_scores)
         for key, value in raw.timings.items():
             key = "classifier" if key == "preprocess" else key
             if key == "classifier" or key.startswith("segmenter_"):
@@ -252,6 +268,8 @@ def evaluate_bundle(
         grid_scores=scores,
         uncalibrated=np.concatenate(uncalibrated) if uncalibrated else None,
         seconds_per_image=_per_image(seconds, len(ids), class_ids),
+        ood_scores=np.concatenate(ood) if ood else None,
+        ood_threshold=predictor.manifest.ood.threshold if predictor.manifest.ood is not None else None,
     )
 
 

@@ -203,6 +203,16 @@ def gate_section(
         lines.append(f"The gate ran {measured[0]:.3f} segmenters per held-out image (tuned without a gate curve).")
     lines += ["", "![gate curve](gate_curve.png)", "", *_class_lines(result, thresholds, gate, curve)]
     lines += ["", *_calibration_lines(run_dir, result, thresholds, gate)]
+    if "ood" in summary:
+        ood = summary["ood"]
+        lines += [
+            "## Out-of-distribution monitoring",
+            "",
+            f"{100 * ood['flagged_share']:.1f}% of the held-out images score above the bundle's out-of-distribution "
+            f"threshold {ood['threshold']:.3f} (median score {ood['median_score']:.3f}); images like the training "
+            "data should rarely be flagged.",
+            "",
+        ]
     return lines
 
 

@@ -23,6 +23,7 @@ from cascade.classes import SEVERSTAL, ClassSet
 from cascade.constants import CLASS_IDS
 from cascade.gate_curve import GateCurve
 from cascade.manifest import BundleManifest, ClassParams, InputPolicy, ModelSpec, Normalization, make_provenance
+from cascade.ood import OodReference, fit_reference_on_images
 from training.config import PipelineConfig
 from training.loop import load_checkpoint
 from training.recipe import config_to_dict
@@ -36,6 +37,7 @@ __all__ = [
     "install_embedded",
     "load_trained",
     "main",
+    "ood_reference",
     "read_class_params",
     "read_gate",
     "run",
@@ -61,9 +63,10 @@ def build_manifest(
     image_size: tuple[int, int] | None = None,
     calibration: Sequence[Calibration] = (),
     gate_curve: GateCurve | None = None,
+    ood: OodReference | None = None,
 ) -> BundleManifest:
     """The bundle manifest of a configuration for ``class_set`` (default ``ClassParams`` when ``classes`` is None,
-    no calibration and no gate curve unless given)."""
+    no calibration, gate curve or out-of-distribution reference unless given)."""
     inp = config.input
     seg = config.segmenter
     return BundleManifest(
@@ -80,6 +83,7 @@ def build_manifest(
         provenance=dict(provenance or {}),
         calibration=tuple(calibration),
         gate_curve=gate_curve,
+        ood=ood,
     )
 
 
@@ -142,6 +146,21 @@ def read_gate(
     return calibration, GateCurve.from_dict(curve) if curve else None
 
 
+def ood_reference(ws: Workspace) -> OodReference:
+    """The out-of-distribution reference of the images the shipped networks trained on (the tune fold's training
+    part), fitted once and kept in ``RUN_DIR/ood_reference.json``."""
+    path = ws.run_dir / "ood_reference.json"
+    if path.is_file():
+        return OodReference.from_dict(json.loads(path.read_text()))
+    train_ids, _ = ws.tune_split
+    reference = fit_reference_on_images(ws.store.images_dir, train_ids, show_progress=ws.ctx.is_main)
+    path.write_text(json.dumps(reference.to_dict(), indent=1))
+    logger.info(
+        "out-of-distribution reference fitted on %d images: threshold %.3f", reference.images, reference.threshold
+    )
+    return reference
+
+
 def in_memory_bundle(ws: Workspace, classes: Sequence[ClassParams] | None = None) -> LoadedBundle:
     """A ``LoadedBundle`` of the run's networks without writing a file (for tuning)."""
     classifier, segmenters = load_trained(ws)
@@ -175,7 +194,9 @@ def write_bundle(ws: Workspace, metrics: Mapping[str, Any], path: Path | None = 
     provenance = make_provenance(
         dataset=_dataset_record(ws), metrics=metrics, config=config_to_dict(ws.config), recipe=ws.config.name
     )
-    manifest = build_manifest(ws.config, ws.classes, classes, provenance, ws.image_size, calibration, curve)
+    manifest = build_manifest(
+        ws.config, ws.classes, classes, provenance, ws.image_size, calibration, curve, ood_reference(ws)
+    )
     path = path or bundle_path(ws.config, ws.run_dir)
     save_bundle(path, manifest, classifier, segmenters, dtype=torch.float16 if ws.config.package.half else None)
     logger.info("bundle written to %s (%.1f MB)", path, path.stat().st_size / 2**20)

@@ -1,0 +1,108 @@
+"""Tests for cascade/ood.py: image statistics, the reference, scores that separate shifted inputs, and the
+manifest / predictor / API carrying them.
+
+Inverted synthetic steel is not among the shifted inputs: the generator's grey levels and texture are
+symmetric, so inversion leaves every statistic's distribution unchanged (measured: |z| of the inverted
+images' features no larger than the training images' own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cascade.manifest import BundleManifest
+from cascade.ood import FEATURE_NAMES, OodReference, fit_reference, image_features
+
+
+@pytest.fixture(scope="module")
+def steel() -> dict[str, list[np.ndarray]]:
+    """Synthetic steel: 60 reference images (seed 21) and 20 held-out ones (seed 22), grey RGB."""
+    from cascade.synth.generator import generate_image
+
+    def grey_rgb(seed: int, index: int) -> np.ndarray:
+        return np.repeat(generate_image(seed, index).image[:, :, None], 3, axis=2)
+
+    return {"train": [grey_rgb(21, i) for i in range(60)], "heldout": [grey_rgb(22, i) for i in range(20)]}
+
+
+@pytest.fixture(scope="module")
+def reference(steel: dict[str, list[np.ndarray]]) -> OodReference:
+    return fit_reference(np.stack([image_features(image) for image in steel["train"]]))
+
+
+def _blur(image: np.ndarray, k: int = 15) -> np.ndarray:
+    kernel = np.ones(k) / k
+    out = image.astype(np.float64)
+    for axis in (0, 1):
+        out = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), axis, out)
+    return out.round().astype(np.uint8)
+
+
+def test_features_of_grey_and_rgb_copy_agree() -> None:
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 255, (64, 100), dtype=np.uint8)
+    features = image_features(grey)
+    assert features.shape == (len(FEATURE_NAMES),)
+    np.testing.assert_allclose(image_features(np.repeat(grey[:, :, None], 3, axis=2)), features, atol=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        image_features(grey.astype(np.float32))
+
+
+def test_held_out_steel_is_in_distribution_and_shifted_inputs_are_not(
+    steel: dict[str, list[np.ndarray]], reference: OodReference
+) -> None:
+    heldout = reference.score(steel["heldout"])
+    assert np.mean(heldout > reference.threshold) <= 0.05
+    rng = np.random.default_rng(1)
+    shifted = {
+        "blurred": [_blur(image) for image in steel["heldout"][:10]],
+        "colour noise photo": [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(5)],
+        "other size (NEU-like 200x200 crop)": [image[:200, :200] for image in steel["heldout"][:10]],
+    }
+    for name, images in shifted.items():
+        scores = reference.score(images)
+        assert np.all(scores > reference.threshold), name
+        assert np.median(scores) > np.max(heldout), name
+
+
+def test_reference_round_trip_and_validation(reference: OodReference) -> None:
+    again = OodReference.from_dict(reference.to_dict())
+    assert again == reference and again.images == 60
+    bad = reference.to_dict() | {"features": ["mean"]}
+    with pytest.raises(ValueError, match=r"ood\.features"):
+        OodReference.from_dict(bad)
+    with pytest.raises(ValueError, match="unknown field"):
+        OodReference.from_dict(reference.to_dict() | {"extra": 1})
+    with pytest.raises(ValueError, match="threshold must be a number > 0"):
+        dataclasses.replace(reference, threshold=0.0)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        dataclasses.replace(reference, scale=(0.0,) * len(FEATURE_NAMES))
+    with pytest.raises(ValueError, match="N >= 2"):
+        fit_reference(np.zeros((1, len(FEATURE_NAMES))))
+
+
+def test_manifest_predictor_and_api_carry_the_score(reference: OodReference, confident_bundle, tiny_manifest) -> None:
+    from cascade.predictor import CascadePredictor
+
+    manifest = dataclasses.replace(tiny_manifest, ood=reference)
+    assert BundleManifest.from_dict(manifest.to_dict()) == manifest
+    assert "ood" not in tiny_manifest.to_dict()
+    with pytest.raises(ValueError, match="manifest field 'ood'"):
+        BundleManifest.from_dict(tiny_manifest.to_dict() | {"ood": {"threshold": 1.0}})
+    bundle = dataclasses.replace(
+        confident_bundle, manifest=dataclasses.replace(confident_bundle.manifest, ood=reference)
+    )
+    predictor = CascadePredictor(bundle, device="cpu", runtime="torch")
+    from cascade.synth.generator import generate_image
+
+    steel = np.repeat(generate_image(23, 0).image[:, :, None], 3, axis=2)
+    results = predictor.predict([steel, steel[:200, :200]])
+    assert results[0].in_distribution is True and results[1].in_distribution is False
+    assert results[1].ood_score > reference.threshold >= results[0].ood_score
+    body = results[1].to_dict()
+    assert body["in_distribution"] is False and body["ood_score"] == pytest.approx(results[1].ood_score, abs=1e-4)
+    plain = CascadePredictor(confident_bundle, device="cpu", runtime="torch").predict([steel])[0]
+    assert plain.ood_score is None and "ood_score" not in plain.to_dict()
