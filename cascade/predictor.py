@@ -15,6 +15,7 @@ its own, or serialise calls (the service's single inference worker does).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -339,9 +340,13 @@ class CascadePredictor:
                 rle = encode(mask) if area else ""
                 post_s, encode_s = post_s + mid - start, encode_s + time.perf_counter() - mid
                 classes.append(ClassPrediction(cid, name, probability, area > 0, area, rle, mask, colour))
-            ood = None if raw.ood_scores is None else float(raw.ood_scores[i])
-            in_distribution = None if ood is None else ood <= manifest.ood.threshold
-            results.append(ImagePrediction(image_id, height, width, tuple(classes), {}, ood, in_distribution))
+            prediction = ImagePrediction(image_id, height, width, tuple(classes))
+            if raw.ood_scores is not None:
+                score = float(raw.ood_scores[i])
+                prediction = dataclasses.replace(
+                    prediction, ood_score=score, in_distribution=score <= manifest.ood.threshold
+                )
+            results.append(prediction)
         timings = {**raw.timings, "postprocess": post_s, "encode": encode_s}
         timings["total"] = sum(v for key, v in timings.items() if not key.startswith("segmenter_"))
         for result in results:
