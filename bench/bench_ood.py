@@ -10,9 +10,9 @@ For each of the two data sets the reference (``cascade.ood``) is the bundle's ow
 here as the package stage would (on the training images: synthetic seed 0 for the demo, NEU-Seg ``train``).
 Scored: held-out images of the same distribution (synthetic seed 1; NEU-Seg ``val``), the other data set's
 images, the held-out images inverted and heavily blurred (15-pixel box), and non-steel photos (crops of
-scikit-learn's two sample photos resized to the bundle's image size), plus, for the Severstal bundle, the real Severstal images in
-``../shared/severstal-real/images`` (a measure of the synthetic-to-real gap). Goal: >= 90% of foreign inputs
-flagged, <= 5% of the own held-out images. Writes ``bench/results/ood.md``.
+scikit-learn's two sample photos resized to the bundle's image size), plus, for the Severstal bundle, the
+real Severstal images in ``../shared/severstal-real/images`` (a measure of the synthetic-to-real gap).
+Goal: >= 90% of foreign inputs flagged, <= 5% of the own held-out images. Writes ``bench/results/ood.md``.
 """
 
 from __future__ import annotations
