@@ -92,7 +92,8 @@ def test_report_and_evaluation(tiny_run: PipelineResult) -> None:
     assert set(evaluation["classifier"]) == {"1", "2", "3", "4"}
     report = (run_dir / "report.md").read_text()
     assert "all-empty baseline" in report and "ROC AUC" in report
-    for png in ("sweeps.png", "per_class_dice.png", "confusion.png"):
+    assert "nan" not in report  # an AUC that cannot be computed reads "n/a (...)"
+    for png in ("sweeps.png", "per_class_dice.png", "confusion.png", "loss_curves.png"):
         assert (run_dir / png).read_bytes()[:4] == b"\x89PNG"
         assert f"]({png})" in report
 
