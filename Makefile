@@ -21,7 +21,7 @@ BUNDLE ?=
 NEU_SEG ?= ../shared/neu-seg
 NEU_SAMPLES ?= data/neu-seg-val-samples
 
-.PHONY: install demo serve synth retrain neu-samples train-neu-seg test test-slow test-all lint format bench clean
+.PHONY: install demo serve synth retrain neu-samples train-neu-seg test test-slow test-all lint lint-imports format bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -73,9 +73,12 @@ test-slow: install ## Only the slow tests (passes when there are none).
 test-all: install
 	$(BIN)/python -m pytest -q -m 'slow or not slow'
 
-lint: install
+lint: install lint-imports ## ruff (lint + format check) and the import layers.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint-imports: install ## The layers service/training -> cascade -> models ([tool.importlinter] in pyproject.toml).
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .
