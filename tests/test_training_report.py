@@ -1,4 +1,5 @@
-"""Tests for training/report.py (plots and wording of report.md) and the end-of-run summary of ``cascade train``."""
+"""Tests for training/report.py (plots and wording of report.md) and the end-of-run summary of ``cascade train``
+(``training.cli``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cascade.cli.main import app
-from cascade.cli.train import NO_BETTER_MARGIN, heldout_summary
+from training.cli import NO_BETTER_MARGIN, heldout_summary
 from training.pipeline import PipelineResult
 from training.report import (
     MIN_DICE_SPAN,

@@ -1,5 +1,9 @@
 """CLI command ``cascade train``: run the training pipeline of a recipe (``training.pipeline``).
 
+Registered from here, not from ``cascade.cli`` (the core never imports ``training``): the project's
+``steel_cascade.commands`` entry point ``train = "training.cli:register"`` hands ``register`` the ``cascade``
+app. Only typer and ``training.config`` load at ``cascade --help``; the pipeline loads when the command runs.
+
 At the end it prints where everything went and, when the evaluation ran, the held-out Kaggle Dice of the
 cascade next to the all-empty and ``segment_all`` baselines (``RUN_DIR/evaluation.json``), with a loud
 warning when the cascade does not beat predicting nothing by ``NO_BETTER_MARGIN``.
@@ -15,9 +19,9 @@ from typing import Any
 
 import typer
 
-__all__ = ["NO_BETTER_MARGIN", "heldout_summary", "register"]
+from training.config import STAGES
 
-_STAGES = "classifier, hard_negatives, segmenter, tune, package, evaluate"
+__all__ = ["NO_BETTER_MARGIN", "heldout_summary", "register", "train"]
 
 NO_BETTER_MARGIN = 0.01
 """Held-out mean Dice the cascade must gain over the all-empty baseline not to be called "no better"."""
@@ -65,7 +69,9 @@ def train(
     out: Path | None = typer.Option(
         None, "--out", "-o", file_okay=False, help="Run folder (default: the recipe's 'out')."
     ),
-    stage: list[str] = typer.Option([], "--stage", "-s", help=f"Run only this stage (repeatable): {_STAGES}."),
+    stage: list[str] = typer.Option(
+        [], "--stage", "-s", help=f"Run only this stage (repeatable): {', '.join(STAGES)}."
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Skip finished stages and continue interrupted training from its last checkpoint."
     ),
@@ -84,8 +90,16 @@ def train(
     `torchrun --nproc_per_node=4 -m cascade.cli.main train --config configs/severstal-gpu.yaml`.
     """
     from cascade.datasource import DataSourceError
-    from training.pipeline import parse_overrides, run_pipeline
-    from training.recipe import load_config
+
+    try:  # torch, matplotlib, pandas: the pipeline's own imports, some from the 'train' extra
+        from training.pipeline import parse_overrides, run_pipeline
+        from training.recipe import load_config
+    except ModuleNotFoundError as exc:
+        typer.echo(
+            f"error: cascade train needs {exc.name!r}: install the training extra, pip install 'steel-cascade[train]'",
+            err=True,
+        )
+        raise typer.Exit(1) from exc
 
     try:
         values = parse_overrides(overrides)

@@ -1,5 +1,9 @@
 """CLI command ``cascade serve``: the FastAPI service under uvicorn.
 
+Registered from here, not from ``cascade.cli`` (the core never imports ``service``): the project's
+``steel_cascade.commands`` entry point ``serve = "service.cli:register"`` hands ``register`` the ``cascade``
+app. Only typer loads at ``cascade --help``; FastAPI, uvicorn and the app load when the command runs.
+
 Options left out fall back to the ``CASCADE_*`` environment variables, then to the defaults of
 ``service.settings.ServiceSettings``; options given win over the environment.
 """
@@ -10,9 +14,9 @@ from pathlib import Path
 
 import typer
 
-from cascade.cli.common import bundle_error, runtime_help
+from cascade.cli.common import bundle_error, fail, runtime_help
 
-__all__ = ["register"]
+__all__ = ["register", "serve"]
 
 
 def register(app: typer.Typer) -> None:
@@ -82,14 +86,20 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve a cascade bundle over HTTP: /predict, /predict/batch, /jobs, the web GUI at /, /docs."""
-    import uvicorn
-    from pydantic import ValidationError
+    try:  # FastAPI, uvicorn, pydantic: the 'serve' extra
+        import uvicorn
+        from pydantic import ValidationError
+
+        from service import ServiceSettings, create_app
+        from service.server import uvicorn_options
+        from service.state import bundle_label
+    except ModuleNotFoundError as err:
+        raise fail(
+            f"cascade serve needs {err.name!r}: install the service extra, pip install 'steel-cascade[serve]'"
+        ) from err
 
     from cascade.bundle import BundleError, read_manifest
     from cascade.embedded import resolve_bundle
-    from service import ServiceSettings, create_app
-    from service.server import uvicorn_options
-    from service.state import bundle_label
 
     options = {
         "bundle": bundle,
