@@ -9,15 +9,12 @@ its own round trip. Errors are ``ValueError`` naming the field and what is allow
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cascade import __version__
 from cascade.calibration import Calibration
 from cascade.classes import ClassSet
 from cascade.constants import CLASS_IDS, CLASS_NAMES
@@ -36,7 +33,6 @@ __all__ = [
     "InputPolicy",
     "ModelSpec",
     "Normalization",
-    "make_provenance",
 ]
 
 FORMAT_VERSION: int = 1
@@ -489,48 +485,3 @@ def _build(kind: type, data: Any, where: str) -> Any:
         return kind(**data)
     except (TypeError, ValueError) as err:
         raise ValueError(f"manifest field '{where}': {err}") from err
-
-
-def _git_commit() -> str | None:
-    """Short git commit of the source tree, or None when unavailable."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=2,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
-
-
-def make_provenance(
-    *,
-    dataset: Any = None,
-    metrics: Mapping[str, Any] | None = None,
-    config: Mapping[str, Any] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """Provenance dict for a new bundle: dataset, metrics, code_version (+ git commit), created, config.
-
-    Args:
-        dataset: description of the training data (path, name, sizes...).
-        metrics: validation metrics, e.g. ``{"dice": 0.91}``.
-        config: the training configuration.
-        **extra: further JSON-serializable entries.
-    """
-
-    commit = _git_commit()
-    version = __version__ + (f"+g{commit}" if commit else "")
-    return {
-        "dataset": dataset,
-        "metrics": dict(metrics or {}),
-        "code_version": version,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "config": dict(config or {}),
-        **extra,
-    }

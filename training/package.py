@@ -7,9 +7,11 @@ stage (``evaluate`` adds the held-out ones), the code version, the date and the 
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from cascade import __version__
 from cascade.bundle import LoadedBundle, save_bundle
 from cascade.calibration import Calibration
 from cascade.classes import SEVERSTAL, ClassSet
 from cascade.constants import CLASS_IDS
 from cascade.gate_curve import GateCurve
-from cascade.manifest import BundleManifest, ClassParams, InputPolicy, ModelSpec, Normalization, make_provenance
+from cascade.manifest import BundleManifest, ClassParams, InputPolicy, ModelSpec, Normalization
 from cascade.ood import OodReference, fit_reference_on_images
 from training.config import PipelineConfig
 from training.loop import load_checkpoint
@@ -37,6 +40,7 @@ __all__ = [
     "install_embedded",
     "load_trained",
     "main",
+    "make_provenance",
     "ood_reference",
     "read_class_params",
     "read_gate",
@@ -183,6 +187,51 @@ def _dataset_record(ws: Workspace) -> dict[str, Any]:
         "split_sizes": {name: len(ids) for name, ids in ws.data.splits.items()},
         "n_folds": data.n_folds,
         "tune_fold": data.tune_fold,
+    }
+
+
+def _git_commit() -> str | None:
+    """Short git commit of the source tree, or None when unavailable."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def make_provenance(
+    *,
+    dataset: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Provenance dict for a new bundle: dataset, metrics, code_version (+ git commit), created, config.
+
+    Args:
+        dataset: description of the training data (path, name, sizes...).
+        metrics: validation metrics, e.g. ``{"dice": 0.91}``.
+        config: the training configuration.
+        **extra: further JSON-serializable entries.
+    """
+
+    commit = _git_commit()
+    version = __version__ + (f"+g{commit}" if commit else "")
+    return {
+        "dataset": dataset,
+        "metrics": dict(metrics or {}),
+        "code_version": version,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "config": dict(config or {}),
+        **extra,
     }
 
 
