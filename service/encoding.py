@@ -8,9 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from cascade.formats import Layout
+from cascade.formats import Layout, format_image_rows, submission_header
 from cascade.results import ImagePrediction
-from cascade.scoring.folder import format_image_rows, submission_header
 from cascade.scoring.masks import render_overlay
 
 __all__ = ["csv_header", "csv_rows", "mask_png_b64", "overlay_png_b64", "prediction_body"]

@@ -24,12 +24,11 @@ from cascade import embedded
 from cascade.classes import SEVERSTAL
 from cascade.cli.main import app as cli
 from cascade.datasource import write_mask_folder
-from cascade.formats import Annotations, Layout, write_submission
+from cascade.formats import Annotations, Layout, format_image_rows, submission_header, write_submission
 from cascade.imageio import decode_image
 from cascade.predictor import CascadePredictor
 from cascade.results import ImagePrediction
 from cascade.rle import encode_stack
-from cascade.scoring.folder import format_image_rows, submission_header
 from tests.fixtures.predictor import THREE_CLASS_IMAGE_SIZE, THREE_CLASSES, random_images
 from tests.fixtures.service import encode_image, loader_for, make_settings, running_client
 

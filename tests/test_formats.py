@@ -1,4 +1,5 @@
-"""Tests for cascade.formats: both CSV layouts, malformed files, submission writing and appending."""
+"""Tests for cascade/formats/ (rows, annotations, writer): both CSV layouts, malformed files, submission writing
+and appending."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import numpy as np
 import pytest
 
 from cascade.formats import (
+    ROW_ERROR_KINDS,
     AnnotationFormatError,
     Annotations,
     Layout,
+    RowError,
     SubmissionWriter,
+    format_image_rows,
     list_image_ids,
+    parse_row,
     read_annotations,
     split_image_class,
+    submission_header,
     write_submission,
 )
 from cascade.synth import SynthDataset
@@ -97,7 +103,7 @@ BAD_FILES = [
     ("unknown header", "Image,Class,RLE\n", 1, "unknown header 'Image,Class,RLE'; expected 'ImageId_ClassId,Encoded"),
     ("empty file", "", 1, "unknown header ''"),
     ("field count", LONG_CSV + "d.jpg,1\n", 5, "expected 3 fields"),
-    ("class id 5", LONG_CSV + "d.jpg,5,1 1\n", 5, r"class id '5' is not one of \[1, 2, 3, 4\]"),
+    ("class id 5", LONG_CSV + "d.jpg,5,1 1\n", 5, r"class id '5' of 'd.jpg' is not one of \[1, 2, 3, 4\]"),
     ("class id text", LONG_CSV + "d.jpg,x,1 1\n", 5, "class id 'x'"),
     ("no class suffix", IMAGE_CLASS_CSV + "d.jpg,1 1\n", 10, "is not '<image id>_<class id>'"),
     ("bad class suffix", IMAGE_CLASS_CSV + "d.jpg_0,1 1\n", 10, "class id '0'"),
@@ -114,6 +120,40 @@ def test_malformed_files_name_the_line(tmp_path: Path, text: str, line: int, mat
         read_annotations(path, shape=SHAPE)
     assert info.value.line == line
     assert str(info.value).startswith(f"{path}:{line}: ")
+
+
+ODD_IDS = ("comma,in.jpg", 'quote"in.jpg', "new\nline.jpg", " spaced.jpg", "plain_2.jpg")
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+@pytest.mark.parametrize("class_ids", [(1, 2, 3, 4), (3, 7)])
+def test_rows_round_trip_through_csv(layout: Layout, class_ids: tuple[int, ...]) -> None:
+    rles = tuple("1 2" if k % 2 == 0 else "" for k in range(len(class_ids)))
+    for image_id in ODD_IDS:
+        text = format_image_rows(image_id, rles, layout, class_ids)
+        rows = list(csv.reader(text.splitlines(keepends=True)))
+        parsed = [parse_row(fields, layout, class_ids) for fields in rows]
+        expected = [(c, r) for c, r in zip(class_ids, rles, strict=True) if r or layout is Layout.IMAGE_CLASS]
+        assert [(cid, rle) for _, cid, rle in parsed] == expected, image_id
+        assert {i for i, _, _ in parsed} == {image_id.strip()}  # ids are stripped when read
+    assert submission_header(layout) == layout.value + "\n"
+
+
+@pytest.mark.parametrize(
+    ("layout", "fields", "kind", "match"),
+    [
+        (Layout.IMAGE_CLASS, ["a.jpg_1", "1 1", "x"], "field_count", "expected 2 fields"),
+        (Layout.LONG, ["a.jpg", "1"], "field_count", "expected 3 fields"),
+        (Layout.IMAGE_CLASS, ["a.jpg", ""], "malformed_id", "is not '<image id>_<class id>'"),
+        (Layout.LONG, [" ", "1", ""], "malformed_id", "empty ImageId"),
+        (Layout.IMAGE_CLASS, ["a.jpg_5", ""], "bad_class_id", r"class id '5' of 'a\.jpg' is not one of \[1, 2, 3, 4\]"),
+        (Layout.LONG, ["a.jpg", "01", ""], "bad_class_id", "class id '01'"),
+    ],
+)
+def test_parse_row_names_the_problem(layout: Layout, fields: list[str], kind: str, match: str) -> None:
+    with pytest.raises(RowError, match=match) as info:
+        parse_row(fields, layout)
+    assert info.value.kind == kind and kind in ROW_ERROR_KINDS
 
 
 def test_split_image_class() -> None:

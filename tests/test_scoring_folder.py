@@ -6,16 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from cascade.formats import Layout, write_submission
+from cascade.formats import Layout, format_image_rows, submission_header, write_submission
 from cascade.scoring.folder import (
     ERRORS_HEADER,
     ResumeError,
     ResumeState,
     errors_path,
-    format_image_rows,
     list_images,
     read_resume_state,
-    submission_header,
 )
 from cascade.scoring.sink import OrderedSink
 
@@ -82,6 +80,25 @@ def test_resume_every_cut_point(tmp_path: Path) -> None:
         whole = max(0, (cut - header) // image_len) if cut >= header else 0
         assert state.done == tuple(IDS[:whole]), cut
         assert state.csv_bytes == (header + whole * image_len if cut >= header else 0), cut
+
+
+def test_resume_every_cut_point_with_quoted_ids(tmp_path: Path) -> None:
+    """Ids with a comma, a quote and a newline are quoted by csv; resuming reads them back at every cut."""
+    ids = sorted(["a,1.jpg", 'b"2.jpg', "c\n3.jpg", "d.jpg"])
+    full = tmp_path / "full.csv"
+    _write(full, Layout.IMAGE_CLASS, ids)
+    data = full.read_bytes()
+    ends = [len(submission_header(Layout.IMAGE_CLASS))]
+    for image_id in ids:
+        ends.append(ends[-1] + len(format_image_rows(image_id, RLES, Layout.IMAGE_CLASS).encode()))
+    assert ends[-1] == len(data)
+    cut_file = tmp_path / "cut.csv"
+    for cut in range(len(data) + 1):
+        cut_file.write_bytes(data[:cut])
+        state = read_resume_state(cut_file, Layout.IMAGE_CLASS, ids)
+        whole = sum(end <= cut for end in ends[1:])
+        assert state.done == tuple(ids[:whole]), cut
+        assert state.csv_bytes == (ends[whole] if cut >= ends[0] else 0), cut
 
 
 # LONG has positive rows only: a (classes 1, 4), b (none), c (class 2), d (class 4).

@@ -56,7 +56,7 @@ def test_real_cascade_submission_and_masks(bad_score_dir: Path, tiny_predictor, 
     expected = _expected(tiny_predictor, bad_score_dir, ids)
     assert [r[1] for r in rows] == [rle for pred in expected for rle in pred.rles]
     assert {"decode", "classifier", "segmenters", "encode", "write", "masks"} <= summary.stage_seconds.keys()
-    from cascade.submission import check_submission
+    from cascade.formats import check_submission
 
     assert check_submission(summary.out_csv, good) == []
     assert any(p.masks.any() for p in expected), "no predicted mask at all: the mask check below would be vacuous"

@@ -33,8 +33,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _image_list(images: Path | None, ids: Path | None) -> tuple[str, ...] | None:
-    from cascade.formats import list_image_ids
-    from cascade.submission import read_id_list
+    from cascade.formats import list_image_ids, read_id_list
 
     if images is not None and ids is not None:
         raise _fail("give --images or --ids, not both")
@@ -196,7 +195,7 @@ def check_submission(
     With --images every image's own size is read from its file, so runs are checked per image.
     """
     from cascade.formats import Layout
-    from cascade.submission import check_submission as check
+    from cascade.formats import check_submission as check
 
     if layout not in _LAYOUTS:
         raise typer.BadParameter(f"{layout!r}; allowed: {', '.join(_LAYOUTS)}", param_hint="--layout")

@@ -270,7 +270,7 @@ def register(app: typer.Typer) -> None:
         predictor = _load_predictor(bundle, device, runtime, threads)
         pred = _predict_file(path, predictor, mode=mode, as_json=as_json, timings=timings, masks=masks)
         if out is not None:
-            from cascade.scoring.folder import format_image_rows, submission_header
+            from cascade.formats import format_image_rows, submission_header
 
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(

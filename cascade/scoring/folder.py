@@ -14,14 +14,13 @@ when its rows end with class 4 (otherwise it and the images after it are predict
 from __future__ import annotations
 
 import csv
-import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cascade.constants import CLASS_IDS
-from cascade.formats import IMAGE_SUFFIXES, Layout
+from cascade.formats import IMAGE_SUFFIXES, Layout, RowError, csv_line, parse_row, submission_header
 from cascade.scoring.summary import ImageError
 
 __all__ = [
@@ -31,10 +30,8 @@ __all__ = [
     "ResumeState",
     "errors_path",
     "format_error_line",
-    "format_image_rows",
     "list_images",
     "read_resume_state",
-    "submission_header",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,79 +99,52 @@ def errors_path(out_csv: str | Path) -> Path:
     return out_csv.with_name(f"{out_csv.stem}.errors.csv")
 
 
-def _csv_line(fields: Sequence[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(fields)
-    return buf.getvalue()
-
-
-def submission_header(layout: Layout) -> str:
-    """The header line (with its newline) of a submission in ``layout``."""
-    return _csv_line(layout.columns)
-
-
-def format_image_rows(image_id: str, rles: Sequence[str], layout: Layout, class_ids: Sequence[int] = CLASS_IDS) -> str:
-    """One image's submission lines, newline-terminated, as ``cascade.formats.write_submission`` writes them.
-
-    Args:
-        image_id: the image's file name.
-        rles: one RLE string per class in ``class_ids`` order ('' = class absent).
-        layout: ``Layout.IMAGE_CLASS`` (one ``<id>_<class>,rle`` line per class) or ``Layout.LONG`` (one
-            ``<id>,<class>,rle`` line per non-empty RLE; none for an image without defects).
-        class_ids: the bundle's class ids.
-    """
-    if len(rles) != len(class_ids):
-        raise ValueError(f"{image_id}: got {len(rles)} RLE strings, expected {len(class_ids)} (one per class)")
-    if layout is Layout.IMAGE_CLASS:
-        return "".join(_csv_line((f"{image_id}_{cid}", rle)) for cid, rle in zip(class_ids, rles, strict=True))
-    return "".join(_csv_line((image_id, str(cid), rle)) for cid, rle in zip(class_ids, rles, strict=True) if rle)
-
-
 def format_error_line(image_id: str, reason: str) -> str:
     """One errors-CSV line; the reason is folded onto a single line."""
-    return _csv_line((image_id, " ".join(reason.split())))
+    return csv_line((image_id, " ".join(reason.split())))
 
 
-def _complete_lines(data: bytes, start: int) -> tuple[list[str], list[int]]:
-    """Newline-terminated lines of ``data[start:]`` and the byte offset just after each."""
+def _records(data: bytes, start: int, path: Path) -> Iterator[tuple[list[str], int, int]]:
+    """``(fields, line number, byte offset just after it)`` of each complete CSV record of ``data[start:]``.
+
+    Only newline-terminated lines are read, so a cut last line is left out; a record cut inside a quoted field
+    that spans lines (an image id with a newline) ends the records too. Lines are numbered from 2 (after the header).
+    """
     lines: list[str] = []
     ends: list[int] = []
     pos = start
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return lines, ends
-        lines.append(data[pos:nl].decode("utf-8"))
+    while (nl := data.find(b"\n", pos)) >= 0:
+        lines.append(data[pos : nl + 1].decode("utf-8"))
         ends.append(nl + 1)
         pos = nl + 1
+    reader = csv.reader(lines, strict=True)
+    first = 0  # lines consumed before the current record
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if reader.line_num == len(lines):  # an open quote at the end: the record was cut
+                return
+            raise ResumeError(
+                f"{path}:{first + 2}: unreadable CSV ({exc}); pass overwrite (--overwrite) to replace it"
+            ) from exc
+        yield fields, first + 2, ends[reader.line_num - 1]
+        first = reader.line_num
 
 
-def _unquote(field: str) -> str:
-    """Undo csv quoting of one field (the image id; RLE fields are never quoted)."""
-    if len(field) >= 2 and field[0] == field[-1] == '"':
-        return field[1:-1].replace('""', '"')
-    return field
-
-
-def _parse_row(line: str, layout: Layout, path: Path, lineno: int) -> tuple[str, int]:
-    # Split from the right: RLE and class fields hold no commas, the image id may (quoted). No csv module here:
-    # an RLE can be megabytes long, beyond its field size limit.
+def _parse_row(fields: list[str], layout: Layout, class_ids: Sequence[int], path: Path, lineno: int) -> tuple[str, int]:
     try:
-        if layout is Layout.IMAGE_CLASS:
-            head, sep, _ = line.rpartition(",")
-            image_id, _, cid = _unquote(head).rpartition("_")
-            if sep and image_id:
-                return image_id, int(cid)
-        else:
-            parts = line.rsplit(",", 2)
-            if len(parts) == 3 and parts[0]:
-                return _unquote(parts[0]), int(parts[1])
-    except ValueError:
-        pass
-    shown = line if len(line) <= 80 else line[:77] + "..."
-    raise ResumeError(
-        f"{path}:{lineno}: {shown!r} is not a {layout.name} submission row; pass overwrite (--overwrite) to replace it"
-    )
+        image_id, class_id, _ = parse_row(fields, layout, class_ids)
+    except RowError as exc:
+        shown = csv_line(fields).rstrip("\n")
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ResumeError(
+            f"{path}:{lineno}: {shown!r} is not a {layout.name} submission row ({exc}); "
+            "pass overwrite (--overwrite) to replace it"
+        ) from exc
+    return image_id, class_id
 
 
 def _check_header(data: bytes, header: str, path: Path, what: str) -> bool:
@@ -201,37 +171,38 @@ def _read_submission(path: Path, layout: Layout, class_ids: Sequence[int] = CLAS
     header = submission_header(layout)
     if not _check_header(data, header, path, f"the {layout.name} layout"):
         return (), 0
-    lines, ends = _complete_lines(data, len(header.encode()))
     ids = list(class_ids)
     done: list[str] = []
     valid = len(header.encode())  # end of the last certainly complete image
+    previous_end = valid
     current: str | None = None
     last_cid = 0
-    for i, line in enumerate(lines):
-        image_id, cid = _parse_row(line, layout, path, i + 2)
+    for fields, lineno, end in _records(data, len(header.encode()), path):
+        image_id, cid = _parse_row(fields, layout, ids, path, lineno)
         if image_id != current and current is not None and layout is Layout.IMAGE_CLASS and last_cid != ids[-1]:
             raise ResumeError(
-                f"{path}:{i + 2}: {current!r} lacks rows after class {last_cid} (classes {ids}); "
+                f"{path}:{lineno}: {current!r} lacks rows after class {last_cid} (classes {ids}); "
                 "pass overwrite (--overwrite)"
             )
         if image_id != current:
             if current is not None:
                 done.append(current)
-                valid = ends[i - 1]
+                valid = previous_end
             current, last_cid = image_id, 0
         if layout is Layout.IMAGE_CLASS:
-            expected_ok = cid in ids and ids.index(cid) == (ids.index(last_cid) + 1 if last_cid else 0)
+            expected_ok = ids.index(cid) == (ids.index(last_cid) + 1 if last_cid else 0)
         else:
-            expected_ok = cid in ids and last_cid < cid
+            expected_ok = last_cid < cid
         if not expected_ok:
             raise ResumeError(
-                f"{path}:{i + 2}: row for {image_id!r} class {cid} is out of order after class {last_cid}; "
+                f"{path}:{lineno}: row for {image_id!r} class {cid} is out of order after class {last_cid}; "
                 "pass overwrite (--overwrite) to replace it"
             )
         last_cid = cid
+        previous_end = end
     if current is not None and last_cid == ids[-1]:
         done.append(current)
-        valid = ends[-1]
+        valid = previous_end
     return tuple(done), valid
 
 
@@ -239,14 +210,15 @@ def _read_errors(path: Path) -> tuple[tuple[ImageError, ...], int]:
     data = path.read_bytes()
     if not _check_header(data, ERRORS_HEADER, path, "an errors list"):
         return (), 0
-    lines, ends = _complete_lines(data, len(ERRORS_HEADER))
     errors = []
-    for i, line in enumerate(lines):
-        fields = next(csv.reader([line]), [])
+    valid = len(ERRORS_HEADER)
+    for fields, lineno, end in _records(data, len(ERRORS_HEADER), path):
         if len(fields) != 2:
-            raise ResumeError(f"{path}:{i + 2}: {line!r} is not a 'file,reason' line; pass overwrite to replace it")
+            shown = csv_line(fields).rstrip("\n")[:80]
+            raise ResumeError(f"{path}:{lineno}: {shown!r} is not a 'file,reason' line; pass overwrite to replace it")
         errors.append(ImageError(fields[0], fields[1]))
-    return tuple(errors), ends[-1] if ends else len(ERRORS_HEADER)
+        valid = end
+    return tuple(errors), valid
 
 
 def read_resume_state(

@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cascade.constants import CLASS_IDS
-from cascade.formats import Layout
-from cascade.scoring.folder import (
-    ERRORS_HEADER,
-    ResumeState,
-    format_error_line,
-    format_image_rows,
-    submission_header,
-)
+from cascade.formats import Layout, format_image_rows, submission_header
+from cascade.scoring.folder import ERRORS_HEADER, ResumeState, format_error_line
 from cascade.scoring.summary import ImageError
 
 __all__ = ["OrderedSink"]

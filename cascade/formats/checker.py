@@ -2,7 +2,8 @@
 
 The Severstal submission is ``ImageId_ClassId,EncodedPixels`` with exactly four rows per test image
 (``<image>_<class id>``, class ids 1..4, blank RLE for none). ``check_submission`` reads the whole file
-and reports all problems instead of stopping at the first.
+and reports all problems instead of stopping at the first. Rows are parsed by ``cascade.formats.rows.parse_row``,
+the definition every reader and writer uses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cascade.constants import CLASS_IDS, IMAGE_SHAPE
-from cascade.formats import Layout, split_image_class
+from cascade.formats.rows import ROW_ERROR_KINDS, Layout, RowError, layout_of, parse_row
 from cascade.rle import RLE_ERROR_KINDS, RLEError, decode_runs
 
 __all__ = ["PROBLEM_KINDS", "SubmissionProblem", "check_submission", "read_id_list"]
@@ -21,9 +22,7 @@ __all__ = ["PROBLEM_KINDS", "SubmissionProblem", "check_submission", "read_id_li
 PROBLEM_KINDS: tuple[str, ...] = (
     "header",
     "csv",
-    "field_count",
-    "malformed_id",
-    "bad_class_id",
+    *ROW_ERROR_KINDS,  # field_count, malformed_id, bad_class_id: what cascade.formats.parse_row refuses
     "duplicate_row",
     "extra_image",
     "missing_image",
@@ -137,31 +136,13 @@ class _RowChecker:
         columns = tuple(c.strip() for c in header) if header else ()
         if columns != self.layout.columns:
             self.add(1, "header", f"header is {','.join(columns)!r}, expected {self.layout.value!r}")
-            self.layout = next((lay for lay in Layout if lay.columns == columns), self.layout)
+            self.layout = layout_of(header) or self.layout
 
     def check_row(self, fields: list[str], line: int) -> None:
-        n_columns = len(self.layout.columns)
-        if len(fields) != n_columns:
-            shown = ",".join(fields)[:80]
-            message = f"expected {n_columns} fields ({self.layout.value}), got {len(fields)}: {shown!r}"
-            self.add(line, "field_count", message)
-            return
-        if self.layout is Layout.IMAGE_CLASS:
-            key = fields[0].strip()
-            image_id, sep, class_text = key.rpartition("_")
-            if not sep or not image_id:
-                self.add(line, "malformed_id", f"ImageId_ClassId {key!r} is not '<image id>_<class id>'")
-                return
-        else:
-            image_id, class_text = fields[0].strip(), fields[1].strip()
-            if not image_id:
-                self.add(line, "malformed_id", "empty ImageId")
-                return
         try:
-            class_id = split_image_class(f"{image_id}_{class_text}", self.class_ids)[1]
-        except ValueError:
-            message = f"class id {class_text!r} of {image_id!r} is not one of {list(self.class_ids)}"
-            self.add(line, "bad_class_id", message)
+            image_id, class_id, text = parse_row(fields, self.layout, self.class_ids)
+        except RowError as exc:
+            self.add(line, exc.kind, str(exc))
             return
         if image_id not in self.image_lines:
             self.image_lines[image_id] = line
@@ -171,7 +152,6 @@ class _RowChecker:
         if first != line:
             message = f"second row for image {image_id!r} class {class_id} (first at line {first})"
             self.add(line, "duplicate_row", message)
-        text = fields[-1]
         if text.strip():
             try:
                 decode_runs(text, n_pixels=self.sizes.get(image_id, self.n_pixels))

@@ -1,4 +1,4 @@
-"""Tests for cascade.submission: one table-driven case per problem kind, with its line number."""
+"""Tests for cascade/formats/checker.py: one table-driven case per problem kind, with its line number."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade.formats import Layout
-from cascade.submission import PROBLEM_KINDS, SubmissionProblem, check_submission, read_id_list
+from cascade.formats import PROBLEM_KINDS, Layout, SubmissionProblem, check_submission, read_id_list
 
 SHAPE = (4, 3)
 IDS = ("a.jpg", "b.jpg")
