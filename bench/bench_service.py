@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.loadgen import free_port, jpegs, request_bytes, run_clients, wait_ready
+
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,21 +59,13 @@ def _bundle(requested: str | None, workdir: Path) -> tuple[Path, str]:
     return path, "the **tiny random-weight test bundle** (the embedded demo bundle is not built yet)"
 
 
-def _jpegs(n: int) -> list[bytes]:
-    from cascade.synth.config import SynthConfig
-    from cascade.synth.generator import encode_jpeg, generate_image
-
-    config = SynthConfig()
-    return [encode_jpeg(generate_image(7, i, config).image, config.jpeg_quality) for i in range(n)]
-
-
-def _folder(jpegs: list[bytes], root: Path, copies: int) -> Path:
+def _folder(images: list[bytes], root: Path, copies: int) -> Path:
     """A folder holding ``copies`` hard links of every JPEG (distinct names, the same bytes)."""
     source = root / "jpegs"
     source.mkdir(parents=True, exist_ok=True)
     folder = root / "folder"
     folder.mkdir(exist_ok=True)
-    for i, data in enumerate(jpegs):
+    for i, data in enumerate(images):
         original = source / f"{i:03d}.jpg"
         original.write_bytes(data)
         for c in range(copies):
@@ -91,78 +85,15 @@ def _folder_engine(predictors: list, folder: Path, out: Path) -> tuple[int, floa
     return summary.scored, elapsed
 
 
-def _request_bytes(port: int, jpeg: bytes, name: str) -> bytes:
-    """A complete keep-alive ``POST /predict`` request with a multipart ``file`` part, built once."""
-    boundary = "bench-" + "0" * 24
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + jpeg
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    head = (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; boundary={boundary}"
-        f"\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    return head + body
-
-
-async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
-    """Send one prepared request and read its whole answer; True for a 200 with a JSON prediction."""
-    writer.write(request)
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = int(re.search(rb"(?i)content-length: *([0-9]+)", head).group(1))
-    body = await reader.readexactly(length)
-    return status == 200 and body.startswith(b'{"image_id"')
-
-
-async def _load(port: int, jpegs: list[bytes], clients: int, seconds: float) -> tuple[list[float], int, float]:
-    """``clients`` concurrent keep-alive connections posting JPEGs for ``seconds``: latencies (s), errors, seconds.
-
-    A lean HTTP/1.1 client on asyncio streams with the requests prepared beforehand, so the load generator,
-    which shares the machine's cores with the server, costs a few tens of microseconds per request (a
-    general-purpose client such as httpx spends milliseconds of CPU building multipart bodies and parsing).
-    """
-    requests = [_request_bytes(port, j, f"{i}.jpg") for i, j in enumerate(jpegs)]
-    latencies: list[float] = []
-    errors = 0
-    start = time.perf_counter()
-    end = start + seconds
-    last = start
-
-    async def _client(k: int) -> None:
-        nonlocal errors, last
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
-        i = k
-        try:
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                try:
-                    ok = await _post(reader, writer, requests[i % len(requests)])
-                except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
-                    ok = False
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
-                t1 = time.perf_counter()
-                last = max(last, t1)
-                if ok:
-                    latencies.append(t1 - t0)
-                else:
-                    errors += 1
-                i += clients
-        finally:
-            writer.close()
-
-    await asyncio.gather(*[_client(k) for k in range(clients)])
-    return latencies, errors, last - start
-
-
 def _level(
-    url: str, port: int, predictors: list, folder: Path, jpegs: list[bytes], clients: int, seconds: float, rounds: int
+    url: str,
+    port: int,
+    predictors: list,
+    folder: Path,
+    requests: list[bytes],
+    clients: int,
+    seconds: float,
+    rounds: int,
 ) -> dict:
     """One load level: ``rounds`` folder-engine runs alternating with service windows of ``seconds / rounds``."""
     latencies: list[float] = []
@@ -173,8 +104,11 @@ def _level(
     for r in range(rounds):
         done, elapsed = _folder_engine(predictors, folder, folder.parent / f"submission_{clients}_{r}.csv")
         folder_images, folder_s = folder_images + done, folder_s + elapsed
-        lat, err, elapsed = asyncio.run(_load(port, jpegs, clients, seconds / rounds))
-        latencies, errors, service_s = latencies + lat, errors + err, service_s + elapsed
+        started = time.perf_counter()
+        samples = asyncio.run(run_clients(port, requests, clients, seconds / rounds))
+        service_s += max(s.end for s in samples) - started if samples else seconds / rounds
+        latencies += [s.latency for s in samples if s.status == 200]
+        errors += sum(s.status != 200 for s in samples)
     after = _batch_stats(url)
     ms = np.array(latencies) * 1000.0
     return {
@@ -190,12 +124,12 @@ def _level(
     }
 
 
-def _warm_up(url: str, jpegs: list[bytes]) -> None:
+def _warm_up(url: str, images: list[bytes]) -> None:
     """A few requests before measuring (first-call costs of the runtime and the server)."""
     import httpx
 
     with httpx.Client(base_url=url, timeout=300) as client:
-        for j in jpegs[:3]:
+        for j in images[:3]:
             client.post("/predict", files={"file": ("warm-up.jpg", j, "image/jpeg")}).raise_for_status()
 
 
@@ -223,30 +157,6 @@ def _start_server(
     command += ["--workers", str(workers)] if workers else []
     command += ["--threads", str(threads)] if threads else []
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become ready")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,29 +187,30 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         bundle, described = _bundle(args.bundle, workdir)
         print(f"bundle: {bundle} ({described})", flush=True)
-        jpegs = _jpegs(args.images)
+        images = jpegs(args.images)
         predictors = [  # built one after another, as cascade predict does
             CascadePredictor.from_bundle(bundle, device="cpu", runtime=args.runtime, threads=1) for _ in range(count)
         ]
         runtime = predictors[0].runtime_name
         print(f"runtime {runtime}; folder engine: {count} predictors x 1 thread; calibrating ...", flush=True)
-        probe = _folder(jpegs, workdir / "probe", 2)
+        probe = _folder(images, workdir / "probe", 2)
         done, elapsed = _folder_engine(predictors, probe, workdir / "probe.csv")
         window = seconds / args.rounds
-        copies = max(1, round(done / elapsed * window / len(jpegs)))
-        folder = _folder(jpegs, workdir / "engine", copies)
-        print(f"folder engine ~{done / elapsed:.1f} img/s; windows of {copies * len(jpegs)} images", flush=True)
-        port = _free_port()
+        copies = max(1, round(done / elapsed * window / len(images)))
+        folder = _folder(images, workdir / "engine", copies)
+        print(f"folder engine ~{done / elapsed:.1f} img/s; windows of {copies * len(images)} images", flush=True)
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
+        requests = [request_bytes(port, j, f"{i}.jpg") for i, j in enumerate(images)]
         proc = _start_server(bundle, port, runtime, args.workers, args.threads, args.max_batch_size, workdir / "state")
         rows = []
         try:
-            _wait_ready(url, proc)
+            wait_ready(url, proc)
             server = psutil.Process(proc.pid)
             workers = _server_workers(url)
-            _warm_up(url, jpegs)
+            _warm_up(url, images)
             for clients in args.clients:
-                row = _level(url, port, predictors, folder, jpegs, clients, seconds, args.rounds)
+                row = _level(url, port, predictors, folder, requests, clients, seconds, args.rounds)
                 row["rss_mb"] = server.memory_info().rss / 2**20
                 rows.append(row)
                 print(
@@ -322,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_batch": args.max_batch_size,
         "seconds": seconds,
         "rounds": args.rounds,
-        "images": len(jpegs),
-        "window_images": copies * len(jpegs),
+        "images": len(images),
+        "window_images": copies * len(images),
     }
     _write(args.out, setup, rows)
     print(f"wrote {args.out}")
