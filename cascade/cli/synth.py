@@ -16,7 +16,12 @@ def synth(
     seed: int = typer.Option(0, "--seed", "-s", help="Dataset seed; the same seed gives byte-identical files."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes drawing images in parallel."),
     profile: str = typer.Option(
-        "real", "--profile", "-p", help="Class mix: 'real' (as in Severstal) or 'balanced' (every class on ~20%)."
+        "real",
+        "--profile",
+        "-p",
+        help="'real' (the Severstal class mix), 'balanced' (every class on ~20%), 'train' (real mix, rare classes "
+        "boosted: the demo training set) or 'shifted' (looks outside the training ranges: a test set; never train "
+        "on it).",
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Delete images of another set found in OUT/train_images instead of failing."

@@ -20,20 +20,23 @@ import numpy as np
 from cascade.constants import IMAGE_SHAPE, NUM_CLASSES
 from cascade.formats import Layout, write_submission
 from cascade.rle import encode_stack
-from cascade.synth.background import apply_edge_band, render_background, sample_sheet
+from cascade.synth.background import Sheet, apply_edge_band, apply_lighting, render_background, sample_sheet
 from cascade.synth.config import SynthConfig
 from cascade.synth.defects import RENDERERS
 from cascade.synth.distractors import add_distractors
-from cascade.synth.layout import plan_regions, sample_area, sample_combination
+from cascade.synth.layout import sample_combination
+from cascade.synth.look import sample_look
 from cascade.synth.noise import NoiseBanks, noise_banks
-from cascade.synth.regions import blob_mask
+from cascade.synth.plate import render_plate
+from cascade.synth.shapes import draw_layout, shape_table
 
 __all__ = ["SynthDataset", "SynthImage", "encode_jpeg", "generate_dataset", "generate_image", "image_ids"]
 
 logger = logging.getLogger(__name__)
 
-_PLACEMENT_TRIES = 4
-_MIN_REGION = 100  # pixels; smaller leftovers of an overlapped region are dropped
+_MIN_REGION = 100  # pixels; a class whose region ends up smaller (covered by another class) is dropped
+_TRIES = 3  # layouts tried per class before giving up on it
+_CLASS_ORDER = (4, 3, 1, 2)  # large regions first; small ones fit in between
 
 
 @dataclass(frozen=True)
@@ -85,48 +88,36 @@ def image_ids(seed: int, n: int) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def _place(
-    rng: np.random.Generator, occupied: np.ndarray, box: tuple[int, int], columns: tuple[int, int]
-) -> tuple[int, int]:
-    height = occupied.shape[0]
-    bh, bw = box
-    best, best_overlap = (0, columns[0]), None
-    for _ in range(_PLACEMENT_TRIES):
-        y0 = int(rng.integers(0, height - bh + 1))
-        x0 = int(rng.integers(columns[0], columns[1] - bw + 1))
-        overlap = int(np.count_nonzero(occupied[y0 : y0 + bh, x0 : x0 + bw]))
-        if best_overlap is None or overlap < best_overlap:
-            best, best_overlap = (y0, x0), overlap
-        if overlap == 0:
-            break
-    return best
-
-
 def _draw_class(
     img: np.ndarray,
-    class_mask: np.ndarray,
     occupied: np.ndarray,
     class_id: int,
-    area: int,
     rng: np.random.Generator,
     banks: NoiseBanks,
-    columns: tuple[int, int],
-) -> None:
-    height = img.shape[0]
-    for plan in plan_regions(rng, class_id, area, height, columns[1] - columns[0]):
-        region = blob_mask(rng, banks, plan.area, plan.box, plan.shape)
-        y0, x0 = _place(rng, occupied, plan.box, columns)
-        window = (slice(y0, y0 + plan.box[0]), slice(x0, x0 + plan.box[1]))
-        region &= ~occupied[window]
-        if np.count_nonzero(region) < max(_MIN_REGION, plan.area // 3):  # mostly covered by another class
-            continue
-        RENDERERS[class_id](img[window], region, rng, banks)
-        class_mask[window] |= region
-        occupied[window] |= region
+    sheet: Sheet,
+    strength: float,
+) -> np.ndarray:
+    """Place a real layout of ``class_id`` on free sheet pixels, draw its look, return its ``(H, W)`` mask."""
+    for _ in range(_TRIES):
+        mask = draw_layout(rng, class_id, sheet.usable, sheet.has_band)
+        mask &= ~occupied
+        if np.count_nonzero(mask) >= _MIN_REGION:
+            break
+    else:
+        return np.zeros_like(occupied)
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    window = (slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1))
+    RENDERERS[class_id](img[window], mask[window], rng, banks, strength)
+    occupied |= mask
+    return mask
 
 
 def generate_image(seed: int, index: int, config: SynthConfig | None = None) -> SynthImage:
     """Draw image ``index`` of the dataset with ``seed``.
+
+    The steps: the image's look (``look.sample_look``), the sheet's edge, the surface texture, patterned
+    plate, look-alikes, the defects in real polygon layouts (``shapes.draw_layout``), the camera's lighting,
+    the band past the edge, blur, clipping (saturated glints) and an optional JPEG re-encoding.
 
     Returns:
         The ``(256, 1600)`` uint8 image, its ``(4, 256, 1600)`` bool masks and the sheet's columns.
@@ -135,20 +126,29 @@ def generate_image(seed: int, index: int, config: SynthConfig | None = None) -> 
     rng = np.random.default_rng([seed, index])
     banks = noise_banks()
     height, width = IMAGE_SHAPE
+    look = sample_look(rng, config)
     sheet = sample_sheet(rng, width, config.edge_band_prob)
-    columns = sheet.usable
-    img = render_background(rng, banks, IMAGE_SHAPE)
+    img = render_background(rng, banks, IMAGE_SHAPE, look)
+    if look.plate:
+        render_plate(img, rng, look.plate)
     if config.distractors:
-        add_distractors(img, rng, banks, columns)
+        add_distractors(img, rng, banks, (sheet.x0, sheet.x1), look)
     masks = np.zeros((NUM_CLASSES, height, width), dtype=bool)
     occupied = np.zeros((height, width), dtype=bool)
     present = sample_combination(rng, config.combination_weights)
-    areas = {class_id: sample_area(rng, class_id) for class_id in present}
-    for class_id in sorted(present, key=lambda c: -areas[c]):  # large first; small ones fit in between
-        _draw_class(img, masks[class_id - 1], occupied, class_id, areas[class_id], rng, banks, columns)
+    for class_id in (c for c in _CLASS_ORDER if c in present):
+        masks[class_id - 1] = _draw_class(img, occupied, class_id, rng, banks, sheet, look.defect_contrast)
+    apply_lighting(img, rng, look)
     apply_edge_band(img, sheet, rng, banks)
+    if look.blur > 0:
+        cv2.GaussianBlur(img, (0, 0), look.blur, dst=img)
     np.clip(img, 0.0, 255.0, out=img)
-    return SynthImage(image=(img + 0.5).astype(np.uint8), masks=masks, sheet=(sheet.x0, sheet.x1))
+    image = (img + 0.5).astype(np.uint8)
+    if look.reencode:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, look.reencode])
+        if ok:
+            image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return SynthImage(image=image, masks=masks, sheet=(sheet.x0, sheet.x1))
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -169,6 +169,7 @@ def _write_one(task: tuple[int, int, str, Path, SynthConfig]) -> tuple[str, list
 def _init_worker() -> None:
     cv2.setNumThreads(1)
     noise_banks()
+    shape_table()
 
 
 def _results(tasks: list[tuple[int, int, str, Path, SynthConfig]], workers: int) -> Iterator[tuple[str, list[str]]]:

@@ -23,14 +23,18 @@ class NoiseBanks:
     """Unit-variance float32 noise fields, each ``(640, 2304)``.
 
     Attributes:
+        white: pixel noise (uncorrelated), the camera's grain.
         fine: isotropic grain (correlation length ~1 px).
         smooth: isotropic blobs (~3 px); resized up to make ragged region edges at any scale.
         streak: vertically elongated noise (~1 px wide, ~12 px tall), the rolling-direction texture.
+        cross: horizontally elongated noise (~6 px wide, ~1 px tall), the transverse roll texture.
     """
 
+    white: np.ndarray
     fine: np.ndarray
     smooth: np.ndarray
     streak: np.ndarray
+    cross: np.ndarray
 
 
 def _normalized(field: np.ndarray) -> np.ndarray:
@@ -42,11 +46,18 @@ def _normalized(field: np.ndarray) -> np.ndarray:
 def noise_banks() -> NoiseBanks:
     """The process-wide noise banks (built on first use, ~0.1 s)."""
     rng = np.random.default_rng(_BANK_SEED)
-    fields = [rng.standard_normal(_BANK_SHAPE, dtype=np.float32) for _ in range(3)]
+    fields = [rng.standard_normal(_BANK_SHAPE, dtype=np.float32) for _ in range(5)]
     fine = cv2.GaussianBlur(fields[0], (0, 0), sigmaX=0.7, borderType=cv2.BORDER_REFLECT)
     smooth = cv2.GaussianBlur(fields[1], (0, 0), sigmaX=3.0, borderType=cv2.BORDER_REFLECT)
     streak = cv2.GaussianBlur(fields[2], (0, 0), sigmaX=0.8, sigmaY=12.0, borderType=cv2.BORDER_REFLECT)
-    return NoiseBanks(fine=_normalized(fine), smooth=_normalized(smooth), streak=_normalized(streak))
+    cross = cv2.GaussianBlur(fields[4], (0, 0), sigmaX=6.0, sigmaY=0.7, borderType=cv2.BORDER_REFLECT)
+    return NoiseBanks(
+        white=_normalized(fields[3]),
+        fine=_normalized(fine),
+        smooth=_normalized(smooth),
+        streak=_normalized(streak),
+        cross=_normalized(cross),
+    )
 
 
 def crop(bank: np.ndarray, rng: np.random.Generator, height: int, width: int, *, flip: bool = True) -> np.ndarray:

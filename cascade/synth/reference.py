@@ -14,6 +14,7 @@ __all__ = [
     "REAL_AREA_KNOTS",
     "REAL_AREA_MEAN",
     "REAL_COMBINATION_COUNTS",
+    "REAL_IMAGE_STATS",
     "REAL_NUM_IMAGES",
 ]
 
@@ -50,3 +51,29 @@ REAL_AREA_KNOTS: Final[tuple[tuple[int, ...], ...]] = (
 
 REAL_AREA_MEAN: Final[tuple[int, int, int, int]] = (4361, 3378, 25496, 34374)
 """Per class: mean defect area in pixels over the images that have the class."""
+
+REAL_IMAGE_STATS: Final = MappingProxyType(
+    {
+        "mean": (66.41, 99.43, 132.8),
+        "contrast": (17.54, 30.35, 56.43),
+        "p1": (2.3, 43, 73.4),
+        "p5": (4, 54, 85.1),
+        "p50": (61.6, 101, 131.4),
+        "p95": (111.5, 156, 210),
+        "p99": (132, 180, 247.1),
+        "saturated_pct": (0.0001465, 0.03503, 0.871),
+        "band_pct": (0, 0, 28.25),
+        "rows_range": (29.2, 47.09, 85.57),
+        "cols_range": (33.49, 57.45, 97.38),
+        "grad_x": (3.81, 5.953, 8.019),
+        "grad_y": (4.042, 6.52, 9.494),
+        "grad_ratio": (0.7909, 0.9248, 1.066),
+        "local_std": (4.039, 6.647, 9.736),
+        "fine_energy": (3.923, 6.038, 8.167),
+        "mid_energy": (2.765, 4.708, 10.69),
+        "coarse_energy": (2.234, 4.146, 10.2),
+        "skew": (-0.06932, 0.5911, 1.678),
+    }
+)
+"""Per-image appearance statistics (``realism.IMAGE_STAT_NAMES``) of the 54 real images in
+``../shared/severstal-real/images``: p10, p50, p90 over the images. Measured once; no pixel is stored."""

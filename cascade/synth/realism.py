@@ -1,0 +1,289 @@
+"""Per-image appearance statistics, to compare synthetic steel with real Severstal images.
+
+``image_stats`` turns one grayscale image into a few numbers a person would look at: contrast, the
+top-to-bottom and left-to-right lighting profile, dark and bright percentiles, saturated glints, the
+black band past the sheet's edge, gradient energy along and across the rolling direction, and energy in
+three spatial-frequency bands. ``format_image_stats`` prints a set's numbers next to the real images'
+(from ``../shared/severstal-real/images`` when at hand, else from the summary in ``reference.py``);
+``bench/bench_synth.py`` trains a real-vs-synthetic discriminator on the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cascade.synth.reference import REAL_IMAGE_STATS
+
+__all__ = [
+    "DISCRIMINATORS",
+    "IMAGE_STAT_NAMES",
+    "IMAGE_STAT_QUANTILES",
+    "default_real_images",
+    "discriminator_auc",
+    "folder_image_stats",
+    "format_image_stats",
+    "image_stats",
+    "real_image_stats",
+    "summarize_image_stats",
+]
+
+IMAGE_STAT_NAMES: tuple[str, ...] = (
+    "mean",
+    "contrast",
+    "p1",
+    "p5",
+    "p50",
+    "p95",
+    "p99",
+    "saturated_pct",
+    "band_pct",
+    "rows_range",
+    "cols_range",
+    "grad_x",
+    "grad_y",
+    "grad_ratio",
+    "local_std",
+    "fine_energy",
+    "mid_energy",
+    "coarse_energy",
+    "skew",
+)
+"""What ``image_stats`` returns, in order (see ``_DESCRIPTIONS``)."""
+
+_DESCRIPTIONS: dict[str, str] = {
+    "mean": "mean gray level",
+    "contrast": "std of gray levels",
+    "p1": "darkest 1% (1st percentile)",
+    "p5": "5th percentile",
+    "p50": "median",
+    "p95": "95th percentile",
+    "p99": "brightest 1% (99th percentile)",
+    "saturated_pct": "% of pixels >= 250 (glints)",
+    "band_pct": "% of pixels < 20 (band past the sheet)",
+    "rows_range": "top-to-bottom lighting: range of row means",
+    "cols_range": "left-to-right lighting: range of 32-column means",
+    "grad_x": "mean |d/dx| (across rolling)",
+    "grad_y": "mean |d/dy| (along rolling)",
+    "grad_ratio": "grad_x / grad_y",
+    "local_std": "median 9x9 local std (sheet only)",
+    "fine_energy": "std of detail < 2 px",
+    "mid_energy": "std of detail 2-8 px",
+    "coarse_energy": "std of detail 8-32 px",
+    "skew": "skewness of gray levels (sheet only)",
+}
+
+IMAGE_STAT_QUANTILES: tuple[int, ...] = (10, 50, 90)
+"""Percentiles over images that the tables report per statistic."""
+
+_BAND_LEVEL = 20
+
+
+def image_stats(gray: np.ndarray) -> np.ndarray:
+    """Appearance statistics of one image.
+
+    Args:
+        gray: ``(H, W)`` uint8 gray levels (an RGB ``(H, W, 3)`` image is averaged to gray).
+
+    Returns:
+        ``(len(IMAGE_STAT_NAMES),)`` float64, in the order of ``IMAGE_STAT_NAMES``.
+    """
+    if gray.ndim == 3:
+        gray = gray.mean(axis=2).astype(np.uint8)
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W) uint8 image, got shape {gray.shape} and dtype {gray.dtype}")
+    img = gray.astype(np.float32)
+    p1, p5, p50, p95, p99 = np.percentile(gray, (1, 5, 50, 95, 99))
+    # Columns that are the sheet (not the black band past its edge); profiles and texture use only them.
+    col_means = img.mean(axis=0)
+    sheet_cols = col_means >= _BAND_LEVEL * 1.5
+    sheet = img[:, sheet_cols] if sheet_cols.sum() >= 32 else img
+    rows = cv2.blur(sheet.mean(axis=1)[None, :], (9, 1))[0]
+    cols = col_means[sheet_cols] if sheet_cols.sum() >= 32 else col_means
+    blocks = cols[: cols.size // 32 * 32].reshape(-1, 32).mean(axis=1)
+    gx = np.abs(np.diff(sheet, axis=1)).mean()
+    gy = np.abs(np.diff(sheet, axis=0)).mean()
+    mean_sq = cv2.blur(sheet * sheet, (9, 9))
+    mean = cv2.blur(sheet, (9, 9))
+    local_std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
+    b1 = cv2.GaussianBlur(sheet, (0, 0), 1.0)
+    b2 = cv2.GaussianBlur(b1, (0, 0), 3.9)  # sigma ~4 overall
+    b3 = cv2.GaussianBlur(b2, (0, 0), 15.5)  # sigma ~16 overall
+    centred = sheet - sheet.mean()
+    sd = float(centred.std()) + 1e-6
+    return np.asarray(
+        [
+            img.mean(),
+            img.std(),
+            p1,
+            p5,
+            p50,
+            p95,
+            p99,
+            100.0 * np.mean(gray >= 250),
+            100.0 * np.mean(gray < _BAND_LEVEL),
+            float(rows.max() - rows.min()),
+            float(blocks.max() - blocks.min()) if blocks.size else 0.0,
+            gx,
+            gy,
+            gx / (gy + 1e-6),
+            float(np.median(local_std)),
+            float((sheet - b1).std()),
+            float((b1 - b2).std()),
+            float((b2 - b3).std()),
+            float(np.mean(centred**3) / sd**3),
+        ],
+        dtype=np.float64,
+    )
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise ValueError(f"cannot decode image {path}")
+    return gray
+
+
+def folder_image_stats(images: str | Path | Iterable[str | Path], limit: int | None = None) -> np.ndarray:
+    """``image_stats`` of every ``.jpg``/``.png`` in a folder (sorted), or of the given files.
+
+    Args:
+        images: a folder, or image paths.
+        limit: at most this many images (the first ones).
+
+    Returns:
+        ``(N, len(IMAGE_STAT_NAMES))`` float64.
+    """
+    if isinstance(images, str | Path):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder of images")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    else:
+        paths = [Path(p) for p in images]
+    paths = paths[:limit] if limit is not None else paths
+    if not paths:
+        raise FileNotFoundError(f"no images found in {images}")
+    return np.stack([image_stats(_read_gray(p)) for p in paths])
+
+
+def default_real_images() -> Path:
+    """The real slice's ``images/`` folder at ``../shared/severstal-real`` (beside the checkout or the cwd)."""
+    candidates = [
+        base / "shared" / "severstal-real" / "images"
+        for base in (Path(__file__).resolve().parents[3], Path.cwd().resolve().parent)
+    ]
+    return next((p for p in candidates if p.is_dir()), candidates[0])
+
+
+def summarize_image_stats(stats: np.ndarray) -> np.ndarray:
+    """``(F, len(IMAGE_STAT_QUANTILES))`` percentiles over images of an ``(N, F)`` statistics table."""
+    return np.percentile(np.asarray(stats), IMAGE_STAT_QUANTILES, axis=0).T
+
+
+def real_image_stats(images_dir: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """Summary of the real images' statistics and where it comes from.
+
+    Args:
+        images_dir: a folder of real images; default ``default_real_images()``, falling back to the summary
+            constants ``reference.REAL_IMAGE_STATS`` when that folder is absent.
+
+    Returns:
+        ``(F, 3)`` p10/p50/p90 per statistic, and a description of the source.
+    """
+    folder = Path(images_dir) if images_dir is not None else default_real_images()
+    if folder.is_dir():
+        stats = folder_image_stats(folder)
+        return summarize_image_stats(stats), f"{len(stats)} real images ({folder})"
+    if images_dir is not None:
+        raise FileNotFoundError(f"real images folder {folder} not found")
+    table = np.asarray([REAL_IMAGE_STATS[name] for name in IMAGE_STAT_NAMES], dtype=np.float64)
+    return table, "54 real Severstal images (summary constants)"
+
+
+def format_image_stats(
+    synth: np.ndarray, real: np.ndarray | None = None, real_source: str = "real", names: Sequence[str] | None = None
+) -> str:
+    """A markdown table of per-image statistics: p10 / p50 / p90 over the set, the real images' alongside.
+
+    Args:
+        synth: ``(N, F)`` statistics of the set.
+        real: ``(F, 3)`` summary of the real images (``real_image_stats``), or ``None``.
+        real_source: description of ``real``.
+        names: statistic names (default ``IMAGE_STAT_NAMES``).
+    """
+    names = tuple(names or IMAGE_STAT_NAMES)
+    summary = summarize_image_stats(synth)
+    q = "/".join(f"p{p}" for p in IMAGE_STAT_QUANTILES)
+    lines = [
+        f"Per-image appearance, {q} over {len(synth)} images" + (f" vs {real_source}" if real is not None else ""),
+        "",
+        f"| statistic | what | set {q} |" + (f" real {q} |" if real is not None else ""),
+        "|---|---|---|" + ("---|" if real is not None else ""),
+    ]
+    for i, name in enumerate(names):
+        cells = [name, _DESCRIPTIONS.get(name, ""), " / ".join(_fmt(v) for v in summary[i])]
+        if real is not None:
+            cells.append(" / ".join(_fmt(v) for v in real[i]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+DISCRIMINATORS: tuple[str, ...] = ("logistic", "boosting")
+"""Classifiers ``discriminator_auc`` knows: standardised logistic regression, and gradient-boosted trees."""
+
+
+def _discriminator(name: str, seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced"))
+    if name == "boosting":
+        return HistGradientBoostingClassifier(
+            max_iter=150, learning_rate=0.05, max_leaf_nodes=8, min_samples_leaf=8, class_weight="balanced",
+            random_state=seed,
+        )  # fmt: skip
+    raise ValueError(f"unknown discriminator {name!r}; choose one of {list(DISCRIMINATORS)}")
+
+
+def discriminator_auc(
+    real: np.ndarray, synth: np.ndarray, model: str = "logistic", folds: int = 5, repeats: int = 5, seed: int = 0
+) -> tuple[float, float]:
+    """Cross-validated ROC AUC of a classifier telling real from synthetic images by their statistics.
+
+    0.5 means the statistics cannot tell them apart, 1.0 that they always can. Each repeat splits the images
+    into ``folds`` stratified folds (a new shuffle per repeat), trains on all folds but one and scores the
+    held-out one; the AUC is taken over all out-of-fold scores of the repeat.
+
+    Args:
+        real: ``(N_real, F)`` statistics of real images (``image_stats``).
+        synth: ``(N_synth, F)`` statistics of synthetic images.
+        model: one of ``DISCRIMINATORS``.
+        folds: cross-validation folds.
+        repeats: repeated shuffles.
+        seed: seed of the first shuffle.
+
+    Returns:
+        Mean AUC over the repeats and its standard deviation.
+    """
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    features = np.vstack([real, synth])
+    labels = np.r_[np.ones(len(real)), np.zeros(len(synth))]
+    aucs = []
+    for r in range(repeats):
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed + r)
+        scores = cross_val_predict(_discriminator(model, seed + r), features, labels, cv=cv, method="predict_proba")
+        aucs.append(roc_auc_score(labels, scores[:, 1]))
+    return float(np.mean(aucs)), float(np.std(aucs))
