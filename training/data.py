@@ -49,6 +49,10 @@ AUGMENTATIONS: dict[str, Callable[..., A.BasicTransform]] = {
     "gauss_noise": A.GaussNoise,
     "blur": A.GaussianBlur,
     "affine": A.Affine,
+    "illumination": A.Illumination,
+    "jpeg": A.ImageCompression,
+    "tone_curve": A.RandomToneCurve,
+    "sharpen": A.Sharpen,
 }
 """Augmentation names usable in the YAML ``augment`` list (albumentations 2.x classes)."""
 
