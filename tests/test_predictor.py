@@ -199,7 +199,7 @@ def test_from_bundle_path_and_embedded(tiny_bundle_path: Path, monkeypatch: pyte
     predictor = CascadePredictor.from_bundle(tiny_bundle_path, device="auto", runtime="torch")
     assert predictor.runtime_name == "torch" and predictor.runtime_report is None
     assert predictor.device == ("cuda" if torch.cuda.is_available() else "cpu")
-    monkeypatch.setattr(embedded, "_candidate", lambda: tiny_bundle_path)
+    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tiny_bundle_path)
     embedded_predictor = CascadePredictor.from_bundle(runtime="torch", device="cpu", tta=("vflip",))
     assert embedded_predictor.tta == ("vflip",)
     assert len(embedded_predictor.predict(random_images(1))) == 1
