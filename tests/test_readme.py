@@ -35,7 +35,7 @@ README = ROOT / "README.md"
 SHARED = ROOT.parent / "shared"
 
 _BLOCK = re.compile(r"^```(bash|sh|shell)\n(.*?)^```", re.S | re.M)
-_OUTPUT_OPTIONS = {"--out", "-o", "--masks", "--state-dir"}
+_OUTPUT_OPTIONS = {"--out", "-o", "--masks", "--state-dir", "--gallery"}
 _SEPARATORS = {"&&", "||", "|", ";"}
 _PATH_SUFFIXES = (".csv", ".jpg", ".png", ".yaml", ".yml", ".json", ".zip", ".safetensors", ".md", ".py", ".toml")
 _REPO_DIRS = ("cascade/", "models/", "training/", "service/", "bench/", "configs/", "docker/", "docs/", "tests/")

@@ -1,10 +1,12 @@
-"""CLI command ``cascade train``: run the training pipeline of a recipe (``training.pipeline``).
+"""CLI commands ``cascade train`` (the training pipeline of a recipe, ``training.pipeline``) and
+``cascade evaluate`` (score a bundle on labelled images, optionally drawing its error gallery).
 
 Registered from here, not from ``cascade.cli`` (the core never imports ``training``): the project's
-``steel_cascade.commands`` entry point ``train = "training.cli:register"`` hands ``register`` the ``cascade``
-app. Only typer and ``training.config`` load at ``cascade --help``; the pipeline loads when the command runs.
+``steel_cascade.commands`` entry points ``train = "training.cli:register"`` and
+``evaluate = "training.cli:register_evaluate"`` hand ``register``/``register_evaluate`` the ``cascade`` app. Only
+typer and ``training.config`` load at ``cascade --help``; the pipeline loads when a command runs.
 
-At the end it prints where everything went and, when the evaluation ran, the held-out Kaggle Dice of the
+At the end ``cascade train`` prints where everything went and, when the evaluation ran, the held-out Kaggle Dice of the
 cascade next to the all-empty and ``segment_all`` baselines (``RUN_DIR/evaluation.json``), with a loud
 warning when the cascade does not beat predicting nothing by ``NO_BETTER_MARGIN``.
 """
@@ -21,7 +23,7 @@ import typer
 
 from training.config import STAGES
 
-__all__ = ["NO_BETTER_MARGIN", "heldout_summary", "register", "train"]
+__all__ = ["NO_BETTER_MARGIN", "evaluate", "heldout_summary", "register", "register_evaluate", "spread", "train"]
 
 NO_BETTER_MARGIN = 0.01
 """Held-out mean Dice the cascade must gain over the all-empty baseline not to be called "no better"."""
@@ -133,6 +135,107 @@ def train(
             typer.secho(f"{rule}\n{warning}\n{rule}", err=True, fg=typer.colors.RED, bold=True)
 
 
+def spread(image_ids: tuple[str, ...], limit: int | None) -> tuple[str, ...]:
+    """At most ``limit`` of ``image_ids``, evenly spread over them (deterministic), in their order."""
+    if limit is None or limit >= len(image_ids):
+        return image_ids
+    import numpy as np
+
+    picks = np.unique(np.linspace(0, len(image_ids) - 1, limit).round().astype(int))
+    return tuple(image_ids[i] for i in picks)
+
+
+def evaluate(
+    bundle: str = typer.Argument(..., help="Bundle file or folder, or a shipped bundle's name (demo, neu-seg)."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        exists=True,
+        help="Labelled images, auto-detected: a Kaggle CSV folder (train.csv + train_images/), a Pascal VOC set "
+        "(JPEGImages/ + SegmentationClass/) or a mask folder (images/ + masks/).",
+    ),
+    split: str | None = typer.Option(None, "--split", help="Score only this split of the data (VOC ImageSets)."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Score at most N images, spread evenly over the set."
+    ),
+    gallery: Path | None = typer.Option(
+        None,
+        "--gallery",
+        file_okay=False,
+        help="Write the error gallery here: the worst images by Dice and every false-positive clean image, "
+        "image | truth | prediction with a legend and per-class probabilities (index.md, gallery.json, PNGs).",
+    ),
+    worst: int = typer.Option(12, "--worst", min=0, help="Worst images by Dice drawn in the gallery."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per predictor call."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1."),
+    json_out: Path | None = typer.Option(None, "--json", dir_okay=False, help="Also write the summary as JSON."),
+) -> None:
+    """Score a bundle on labelled images (Kaggle Dice); --gallery draws its worst images.
+
+    Prints the Kaggle Dice of the cascade, segment_all and all-empty, overall and per class; with --gallery,
+    draws the worst images by Dice and every false positive on a clean image.
+
+    Example: `cascade evaluate neu-seg --data ../shared/neu-seg --split val --limit 100 --gallery runs/gallery`.
+    """
+    from cascade.bundle import BundleError, read_manifest
+    from cascade.datasource import DataSourceError, open_labelled
+    from cascade.embedded import resolve_bundle
+
+    try:
+        from training.evaluate import evaluate_bundle
+        from training.gallery import write_gallery
+    except ModuleNotFoundError as exc:
+        typer.echo(f"error: cascade evaluate needs {exc.name!r}: pip install 'steel-cascade[train]'", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        path = resolve_bundle(bundle)
+        classes = read_manifest(path).class_set
+        labelled = open_labelled(data, classes=classes)
+        if split is not None:
+            labelled = labelled.split(split)
+    except (BundleError, OSError, DataSourceError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    annotations = labelled.annotations.subset(spread(labelled.image_ids, limit))
+    try:
+        result = evaluate_bundle(
+            path, labelled.images_dir, annotations, grid=([0.5], [0.5], [0]), batch_size=batch_size, device=device
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    where = f"{labelled.kind} {labelled.root}" + (f", split {split}" if split else "")
+    summary = {"data": f"{where}, {len(annotations)} images", "bundle": str(path), **result.to_dict()}
+    print(f"Kaggle Dice on {summary['data']}:")
+    names = "  ".join(f"{c} {n}" for c, n in zip(classes.ids, classes.names, strict=True))
+    print(f"  {'':<12} {'mean':>7}   per class ({names})")
+    for label, report in (
+        ("cascade", result.cascade),
+        ("segment_all", result.segment_all),
+        ("all-empty", result.empty),
+    ):
+        print(f"  {label:<12} {report.mean:7.4f}   " + "  ".join(f"{v:.4f}" for v in report.per_class))
+    if json_out is not None:
+        json_out.write_text(json.dumps(summary, indent=2))
+        print(f"summary: {json_out}")
+    if gallery is not None:
+        cases = write_gallery(
+            gallery, path, labelled.images_dir, annotations, result.image_dice, result.labels,
+            worst=worst, device=device, batch_size=batch_size,
+        )  # fmt: skip
+        kinds = [c.kind for c in cases]
+        print(
+            f"gallery: {gallery / 'index.md'} ({kinds.count('worst')} worst images, "
+            f"{kinds.count('clean_fp')} false positives on clean images)"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train`` to ``app``."""
     app.command("train")(train)
+
+
+def register_evaluate(app: typer.Typer) -> None:
+    """Add ``evaluate`` to ``app``."""
+    app.command("evaluate")(evaluate)

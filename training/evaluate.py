@@ -34,6 +34,7 @@ from cascade.formats import Annotations, read_annotations
 from cascade.imageio import read_image
 from cascade.metric import DiceReport, dice_pairs
 from training.config import STAGES
+from training.gallery import GALLERY_DIR, write_gallery
 from training.package import bundle_path, read_class_params, write_bundle
 from training.report import write_report
 from training.thresholds import dice_tables, grid_scores
@@ -61,6 +62,8 @@ class Evaluation:
             and of each segmenter with its post-processing and RLE (``segmenter_<id>``), from the segment-all run.
         ood_scores: ``(N,)`` out-of-distribution scores (None: the bundle has no reference).
         ood_threshold: the bundle's out-of-distribution threshold (None without a reference).
+        image_dice: ``(N, C)`` Dice of the cascade on every (image, class) pair, rows in the annotations' order
+            (the error gallery's input; None when not computed).
     """
 
     cascade: DiceReport
@@ -74,6 +77,7 @@ class Evaluation:
     seconds_per_image: dict[str, float] = dataclasses.field(default_factory=dict)
     ood_scores: np.ndarray | None = None
     ood_threshold: float | None = None
+    image_dice: np.ndarray | None = None
 
     def images_per_second(self, pass_rates: Sequence[float]) -> float | None:
         """Images/s this machine sustains when each class's segmenter runs on ``pass_rates`` of the images."""
@@ -270,6 +274,7 @@ def evaluate_bundle(
         seconds_per_image=_per_image(seconds, len(ids), class_ids),
         ood_scores=np.concatenate(ood) if ood else None,
         ood_threshold=predictor.manifest.ood.threshold if predictor.manifest.ood is not None else None,
+        image_dice=np.concatenate(pairs["cascade"]),
     )
 
 
@@ -308,6 +313,10 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     summary = {"data": description, **result.to_dict()}
     (ws.run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2))
     classes, validation = read_class_params(ws.run_dir, ws.class_ids)
+    write_gallery(
+        ws.run_dir / GALLERY_DIR, path, images_dir, annotations, result.image_dice, result.labels,
+        device=str(ws.ctx.device), show_progress=ws.ctx.is_main,
+    )  # fmt: skip
     report = write_report(ws.run_dir, ws.config, summary, validation, classes, result, thresholds)
     write_bundle(ws, {"validation": validation, "heldout": summary, "stage_seconds": _stage_seconds(ws.run_dir)})
     logger.info(

@@ -5,7 +5,8 @@ values, on the tuning fold and on the held-out images; the y axis spans at least
 0.002 wiggle looks like one), per-class Dice of cascade / segment-all / all-empty, the gate's confusion
 matrix per class (counts on the cells, truth absent/present against gate closed/open), and the loss curves
 of every classifier fold and segmenter from their ``metrics.csv``. A classifier AUC is given only with at
-least ``MIN_AUC_LABELS`` positive and negative held-out images ("n/a" otherwise).
+least ``MIN_AUC_LABELS`` positive and negative held-out images ("n/a" otherwise). When the evaluate stage drew
+an error gallery (``training.gallery``), the report links it and shows its first images.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from cascade.constants import CLASS_IDS, CLASS_NAMES
 from cascade.manifest import ClassParams
 from training.config import PipelineConfig
+from training.gallery import gallery_section
 from training.gate_report import gate_section
 
 if TYPE_CHECKING:
@@ -325,6 +327,7 @@ def write_report(
         "",
         *(["## Training curves", "", "![loss curves](loss_curves.png)", ""] if losses is not None else []),
         *gate_section(run_dir, result, thresholds, summary),
+        *gallery_section(run_dir),
     ]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
