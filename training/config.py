@@ -89,7 +89,8 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """One augmentation: a name from ``training.data.AUGMENTATIONS``, its probability and parameters."""
+    """One augmentation: a name from ``training.data.AUGMENTATIONS`` or ``copy_paste``, its probability and
+    parameters."""
 
     name: str
     p: float = 0.5

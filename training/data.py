@@ -26,6 +26,7 @@ from tqdm import tqdm
 from cascade.imageio import read_image
 from cascade.manifest import Normalization
 from cascade.preprocess import normalize, padded_size
+from training.augment_copy_paste import COPY_PASTE, CopyPaste, DonorPool
 from training.config import AugmentSpec, CropConfig
 from training.distributed import DistContext
 
@@ -54,7 +55,8 @@ AUGMENTATIONS: dict[str, Callable[..., A.BasicTransform]] = {
     "tone_curve": A.RandomToneCurve,
     "sharpen": A.Sharpen,
 }
-"""Augmentation names usable in the YAML ``augment`` list (albumentations 2.x classes)."""
+"""Augmentation names usable in the YAML ``augment`` list (albumentations 2.x classes); ``copy_paste``
+(``training.augment_copy_paste.CopyPaste``) is one more, built with the trainer's donor pool."""
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -64,17 +66,28 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def build_augmentations(specs: Sequence[AugmentSpec], crop: CropConfig | None = None) -> A.Compose:
-    """An albumentations pipeline: an optional random crop followed by the listed augmentations.
+def build_augmentations(
+    specs: Sequence[AugmentSpec],
+    crop: CropConfig | None = None,
+    *,
+    pool: DonorPool | None = None,
+    mask_class: int | None = None,
+) -> A.Compose:
+    """An albumentations pipeline: copy-paste (when listed), an optional random crop, the other augmentations.
 
     Args:
-        specs: augmentations by name (see ``AUGMENTATIONS``), probability and parameters.
+        specs: augmentations by name (see ``AUGMENTATIONS``, and ``copy_paste``), probability and parameters.
         crop: random crop (network pixels); with probability ``non_empty_p`` the crop is placed on mask pixels.
+        pool: donors of ``copy_paste`` (the training images).
+        mask_class: the masks are ``(h, w)`` of this class (a segmenter's); None: ``(h, w, C)`` of all classes.
 
     Raises:
-        ValueError: unknown augmentation name or bad parameters.
+        ValueError: unknown augmentation name or bad parameters, ``copy_paste`` without a pool.
     """
     transforms: list[A.BasicTransform] = []
+    for spec in specs:
+        if spec.name == COPY_PASTE:
+            transforms.append(_copy_paste(spec, pool, mask_class))
     if crop is not None and crop.height > 0 and crop.width > 0:
         h, w = crop.height, crop.width
         transforms.append(
@@ -87,8 +100,10 @@ def build_augmentations(specs: Sequence[AugmentSpec], crop: CropConfig | None = 
             )
         )
     for spec in specs:
+        if spec.name == COPY_PASTE:
+            continue
         if spec.name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {spec.name!r}; allowed: {sorted(AUGMENTATIONS)}")
+            raise ValueError(f"unknown augmentation {spec.name!r}; allowed: {sorted([*AUGMENTATIONS, COPY_PASTE])}")
         accepted = [n for n in inspect.signature(AUGMENTATIONS[spec.name]).parameters if n not in ("self", "p")]
         unknown = sorted(set(spec.params) - set(accepted))
         if unknown:
@@ -98,6 +113,16 @@ def build_augmentations(specs: Sequence[AugmentSpec], crop: CropConfig | None = 
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad parameters {spec.params} for augmentation {spec.name!r}: {exc}") from exc
     return A.Compose(transforms)
+
+
+def _copy_paste(spec: AugmentSpec, pool: DonorPool | None, mask_class: int | None) -> CopyPaste:
+    if pool is None:
+        raise ValueError(f"augmentation {COPY_PASTE!r} needs a donor pool of training images (pool=)")
+    accepted = [n for n in inspect.signature(CopyPaste).parameters if n not in ("self", "p", "pool", "mask_class")]
+    unknown = sorted(set(spec.params) - set(accepted))
+    if unknown:
+        raise ValueError(f"bad parameters {unknown} for augmentation {COPY_PASTE!r}; allowed: {accepted}")
+    return CopyPaste(pool, p=spec.p, mask_class=mask_class, **spec.params)
 
 
 class ImageStore:
@@ -200,8 +225,11 @@ class _AugmentedDataset(Dataset):
         if self.transform is None:
             return image, mask
         self.transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 100_003 + index) % 2**32)
-        out: dict[str, Any] = self.transform(image=image) if mask is None else self.transform(image=image, mask=mask)
-        return out["image"], out.get("mask")
+        if mask is None:
+            return self.transform(image=image)["image"], None
+        # image_id: copy_paste reads the image's other classes (the other transforms pass it through)
+        out: dict[str, Any] = self.transform(image=image, mask=mask, image_id=self.image_ids[index])
+        return out["image"], out["mask"]
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         chw = normalize(np.ascontiguousarray(image), self.normalization)
@@ -214,8 +242,9 @@ class _AugmentedDataset(Dataset):
 class ClassifierDataset(_AugmentedDataset):
     """Whole images with their four presence labels (and, for deep supervision, their four masks).
 
-    Items are ``(image (3, h, w) float32, labels (4,) float32)``, or with ``masks``
-    ``(image, (labels, masks (4, h, w) float32 coverage))``.
+    Items are ``(image (3, h, w) float32, labels (4,) float32)``, or with ``masks`` and ``mask_output``
+    ``(image, (labels, masks (4, h, w) float32 coverage))``. With ``masks`` the augmentation sees the masks,
+    and a class the augmented masks hold (a defect pasted by ``copy_paste``) is labelled present.
 
     Args:
         store: image source.
@@ -225,7 +254,8 @@ class ClassifierDataset(_AugmentedDataset):
         transform: augmentation (``None`` for validation).
         seed: augmentation seed.
         stride: pad sides to a multiple of this.
-        masks: callable giving an image's full-size ``(4, H, W)`` bool masks; enables the mask output.
+        masks: callable giving an image's full-size ``(4, H, W)`` bool masks.
+        mask_output: return the masks as well (deep supervision); needs ``masks``.
     """
 
     def __init__(
@@ -238,12 +268,14 @@ class ClassifierDataset(_AugmentedDataset):
         seed: int = 0,
         stride: int = 32,
         masks: Callable[[str], np.ndarray] | None = None,
+        mask_output: bool = True,
     ) -> None:
         super().__init__(store, image_ids, normalization, transform, seed, stride)
         if labels.ndim != 2 or labels.shape[0] != len(self.image_ids) or labels.shape[1] < 1:
             raise ValueError(f"labels must have shape ({len(self.image_ids)}, C), got {labels.shape}")
         self.labels = labels.astype(np.float32)
         self.masks = masks
+        self.mask_output = mask_output and masks is not None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         image_id = self.image_ids[index]
@@ -255,7 +287,10 @@ class ClassifierDataset(_AugmentedDataset):
         masks = self.masks
         coverage = self.store.coverage((image_id, "all"), lambda: masks(image_id))
         image, coverage = self._augment(index, image, coverage)
+        labels = torch.maximum(labels, torch.from_numpy((coverage.max(axis=(0, 1)) > 0).astype(np.float32)))
         tensor = self._tensor(image)
+        if not self.mask_output:
+            return tensor, labels
         target = np.zeros((self.labels.shape[1], *tensor.shape[1:]), dtype=np.float32)
         target[:, : coverage.shape[0], : coverage.shape[1]] = coverage.transpose(2, 0, 1)
         return tensor, (labels, torch.from_numpy(target))

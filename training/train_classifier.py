@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.augment_copy_paste import DonorPool, uses_copy_paste
 from training.config import PipelineConfig
 from training.data import ClassifierDataset, build_augmentations, make_train_loader
 from training.deep_supervision import MaskSupervisedClassifier, MaskSupervisedLoss, unwrap_classifier
@@ -57,12 +58,17 @@ CLASSIFIER_FILE = "classifier.pt"
 
 def _datasets(ws: Workspace, train_ids: list[str], val_ids: list[str], seed: int) -> tuple[ClassifierDataset, ...]:
     config = ws.config
-    transform = build_augmentations(config.augment)
+    paste = uses_copy_paste(config.augment)
+    labels = ws.labels_of(train_ids)
+    pool = DonorPool.build(ws.store, train_ids, labels, ws.class_ids, ws.all_masks) if paste else None
+    transform = build_augmentations(config.augment, pool=pool)
     stride = config.input.stride
-    masks = ws.all_masks if config.classifier.aux_mask_weight > 0 else None
+    deep = config.classifier.aux_mask_weight > 0
+    masks = ws.all_masks if deep or paste else None  # copy_paste needs the masks to label what it pastes
     train = ClassifierDataset(
-        ws.store, train_ids, ws.labels_of(train_ids), ws.normalization, transform, seed=seed, stride=stride, masks=masks
-    )
+        ws.store, train_ids, labels, ws.normalization, transform, seed=seed, stride=stride, masks=masks,
+        mask_output=deep,
+    )  # fmt: skip
     val = ClassifierDataset(ws.store, val_ids, ws.labels_of(val_ids), ws.normalization, None, stride=stride)
     return train, val
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from training.augment_copy_paste import DonorPool, uses_copy_paste
 from training.data import SegmenterDataset, build_augmentations, make_train_loader
 from training.inference import segmenter_dice
 from training.loop import fit
@@ -78,10 +79,13 @@ def train_class(ws: Workspace, class_id: int, resume: bool = False) -> dict[str,
     repeats = max(1, math.ceil(spec.train.min_samples / len(train_ids)))
     masks = ws.mask_reader(class_id)
     stride = config.input.stride
+    pool = None
+    if uses_copy_paste(config.augment):  # donors: every training image of the fold, any class
+        pool = DonorPool.build(ws.store, train_split, ws.labels_of(train_split), ws.class_ids, ws.all_masks)
+    transform = build_augmentations(config.augment, spec.crop, pool=pool, mask_class=class_id)
     train_ds = SegmenterDataset(
-        ws.store, train_ids * repeats, masks, ws.normalization, build_augmentations(config.augment, spec.crop),
-        seed=seed, stride=stride,
-    )  # fmt: skip
+        ws.store, train_ids * repeats, masks, ws.normalization, transform, seed=seed, stride=stride
+    )
     val_ds = SegmenterDataset(ws.store, val_ids, masks, ws.normalization, None, stride=stride)
     loader = make_train_loader(train_ds, ws.ctx, spec.train.batch_size, config.data.num_workers, seed)
 
