@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from bench.loadgen import free_port, jpegs, request_bytes, run_clients, wait_ready
 
@@ -85,9 +86,16 @@ def _folder_engine(predictors: list, folder: Path, out: Path) -> tuple[int, floa
     return summary.scored, elapsed
 
 
+def _cpu(process) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def _level(
     url: str,
     port: int,
+    server,
     predictors: list,
     folder: Path,
     requests: list[bytes],
@@ -100,12 +108,17 @@ def _level(
     errors = 0
     service_s = 0.0
     folder_images, folder_s = 0, 0.0
+    folder_cpu = service_cpu = 0.0
+    me = psutil.Process()
     before = _batch_stats(url)
     for r in range(rounds):
+        cpu0 = _cpu(me)
         done, elapsed = _folder_engine(predictors, folder, folder.parent / f"submission_{clients}_{r}.csv")
+        folder_cpu += _cpu(me) - cpu0
         folder_images, folder_s = folder_images + done, folder_s + elapsed
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), _cpu(me) + _cpu(server)
         samples = asyncio.run(run_clients(port, requests, clients, seconds / rounds))
+        service_cpu += _cpu(me) + _cpu(server) - cpu0  # the server's and the load generator's
         service_s += max(s.end for s in samples) - started if samples else seconds / rounds
         latencies += [s.latency for s in samples if s.status == 200]
         errors += sum(s.status != 200 for s in samples)
@@ -115,6 +128,8 @@ def _level(
         "clients": clients,
         "images_per_s": len(latencies) / service_s,
         "folder": folder_images / folder_s,
+        "folder_cpu_ms": 1000.0 * folder_cpu / max(1, folder_images),
+        "service_cpu_ms": 1000.0 * service_cpu / max(1, len(latencies)),
         "p50": float(np.percentile(ms, 50)) if ms.size else float("nan"),
         "p95": float(np.percentile(ms, 95)) if ms.size else float("nan"),
         "p99": float(np.percentile(ms, 99)) if ms.size else float("nan"),
@@ -177,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     seconds = 8.0 if args.quick else args.seconds
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    import psutil
-
     from cascade.predictor import CascadePredictor
 
     cores = os.cpu_count() or 1
@@ -210,13 +223,14 @@ def main(argv: list[str] | None = None) -> int:
             workers = _server_workers(url)
             _warm_up(url, images)
             for clients in args.clients:
-                row = _level(url, port, predictors, folder, requests, clients, seconds, args.rounds)
+                row = _level(url, port, server, predictors, folder, requests, clients, seconds, args.rounds)
                 row["rss_mb"] = server.memory_info().rss / 2**20
                 rows.append(row)
                 print(
                     f"{clients:3d} clients: {row['images_per_s']:.2f} img/s ({row['images_per_s'] / row['folder']:.0%}"
                     f" of the folder engine's {row['folder']:.2f}), p50 {row['p50']:.0f} ms, "
-                    f"p95 {row['p95']:.0f} ms, errors {row['errors']}, batch {row['mean_batch']:.2f}",
+                    f"p95 {row['p95']:.0f} ms, errors {row['errors']}, batch {row['mean_batch']:.2f}, CPU ms/image "
+                    f"{row['service_cpu_ms']:.1f} served vs {row['folder_cpu_ms']:.1f} folder",
                     flush=True,
                 )
         finally:
@@ -265,12 +279,17 @@ def _write(out: Path, setup: dict, rows: list[dict]) -> None:
         "concurrent keep-alive clients on 127.0.0.1 (the load generator, a lean asyncio HTTP client with "
         "prepared requests, runs in the benchmark's process, on the same cores).\n",
         f"Each level alternates {setup['rounds']} folder-engine runs with service windows, so both see the same "
-        "background load on this shared machine. RSS is the server's after the level.\n",
-        "| clients | served images/s | folder engine images/s | ratio | p50 ms | p95 ms | p99 ms | requests "
-        "| errors | mean batch | RSS MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "background load on this shared machine. CPU ms per image counts every thread: the benchmark process "
+        "(the folder engine) for the folder engine; the server and the load generator for the service. Their "
+        "ratio is the throughput ratio to expect when both have the cores to themselves, and it does not depend "
+        "on how the scheduler shares busy cores among processes with different numbers of threads. RSS is the "
+        "server's after the level.\n",
+        "| clients | served images/s | folder engine images/s | ratio | CPU ms/image served | CPU ms/image "
+        "folder | CPU ratio | p50 ms | p95 ms | p99 ms | requests | errors | mean batch | RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
             f"| {r['clients']} | {r['images_per_s']:.2f} | {r['folder']:.2f} | {r['images_per_s'] / r['folder']:.0%} "
+            f"| {r['service_cpu_ms']:.1f} | {r['folder_cpu_ms']:.1f} | {r['folder_cpu_ms'] / r['service_cpu_ms']:.0%} "
             f"| {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['requests']} | {r['errors']} "
             f"| {r['mean_batch']:.2f} | {r['rss_mb']:.0f} |"
             for r in rows
@@ -280,10 +299,11 @@ def _write(out: Path, setup: dict, rows: list[dict]) -> None:
     if top is not None:
         ratio = top["images_per_s"] / top["folder"]
         met = ratio >= GOAL and top["errors"] == 0
+        cpu_ratio = top["folder_cpu_ms"] / top["service_cpu_ms"]
         lines.append(
             f"Goal (at {top['clients']} clients, served images/s >= {GOAL:.0%} of the folder engine's on the same "
             f"JPEGs, 0 errors): **{'met' if met else 'not met'}** ({ratio:.0%}, p95 {top['p95']:.0f} ms, "
-            f"{top['errors']} errors).\n"
+            f"{top['errors']} errors; CPU per image {cpu_ratio:.0%} of the folder engine's efficiency).\n"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
