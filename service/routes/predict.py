@@ -79,8 +79,8 @@ async def predict(
     """
     settings = state.settings
     started = time.perf_counter()
+    admit(worker_of(state))  # a full queue refuses before the body is even parsed
     upload = await read_single_upload(request, max_files=settings.max_files)
-    admit(worker_of(state))
     limits, budget = loaded_limits(state)
     header = await probe_upload(upload, limits, masks=masks or overlay)
     cost = limits.cost(header, masks=masks, overlay=overlay, encoded=len(upload.data))
