@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
     path = resolve_bundle(args.bundle)
     bundle = load_bundle(path)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_gate_") as tmp:
         result = _run(args, path, bundle, read_manifest(path), Path(tmp))
+    result["load"] = (load_before, os.getloadavg()[0])
     text = _render(args, path, result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
@@ -253,7 +255,8 @@ def _render(args: argparse.Namespace, path: Path, result: dict[str, Any]) -> str
         base = speed["segment_all"]
         lines += [
             f"End to end on {args.stream} held-out images (`predict`, torch runtime, batches of 8, median of "
-            f"{args.rounds} interleaved rounds):",
+            f"{args.rounds} interleaved rounds; 1-minute load average {result['load'][0]:.1f} before, "
+            f"{result['load'][1]:.1f} after, on {os.cpu_count()} cores: other work slows every gate alike):",
             "",
             "| gate | images/s | vs segment_all |",
             "|---|---:|---:|",
