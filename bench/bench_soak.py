@@ -5,6 +5,7 @@ Usage::
     python -m bench.bench_soak                    # soak 16 clients x 300 s, overload 128 clients
     python -m bench.bench_soak --soak-s 60 --overload-s 20     # shorter
     python -m bench.bench_soak --soak-s 0         # overload only
+    python -m bench.bench_soak --quick            # soak 60 s, overload 15 s
 
 One ``cascade serve`` subprocess (default settings: one single-threaded inference worker per core) on
 127.0.0.1, the embedded demo bundle, 1600x256 JPEGs posted to ``/predict`` by the lean keep-alive clients
@@ -147,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-s", type=float, default=300.0, help="soak duration (0: skip)")
     parser.add_argument("--overload-clients", type=int, default=128)
     parser.add_argument("--overload-s", type=float, default=30.0, help="overload duration (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="soak 60 s, overload 15 s")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.soak_s, args.overload_s = min(args.soak_s, 60.0), min(args.overload_s, 15.0)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     images = jpegs(16)

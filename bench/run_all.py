@@ -34,6 +34,7 @@ BENCHMARKS: tuple[str, ...] = (
     "predictor",
     "folder",
     "service",
+    "soak",
     "coldstart",
 )
 """Benchmark names in the order they run and appear in BENCHMARKS.md."""
