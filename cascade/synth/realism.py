@@ -10,6 +10,7 @@ three spatial-frequency bands. ``format_image_stats`` prints a set's numbers nex
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,7 +27,9 @@ __all__ = [
     "discriminator_auc",
     "folder_image_stats",
     "format_image_stats",
+    "image_paths",
     "image_stats",
+    "read_gray",
     "real_image_stats",
     "summarize_image_stats",
 ]
@@ -82,8 +85,25 @@ IMAGE_STAT_QUANTILES: tuple[int, ...] = (10, 50, 90)
 _BAND_LEVEL = 20
 
 
+def _percentiles(hist: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """Percentiles (lower nearest rank) of uint8 gray levels given their ``(256,)`` histogram."""
+    cdf = np.cumsum(hist)
+    return [float(np.searchsorted(cdf, q / 100.0 * (cdf[-1] - 1), side="right")) for q in qs]
+
+
+def _moments(hist: np.ndarray) -> tuple[float, float, float]:
+    """Mean, standard deviation and skewness of gray levels given their ``(256,)`` histogram."""
+    levels = np.arange(256, dtype=np.float64)
+    p = hist / max(hist.sum(), 1)
+    mean = float(p @ levels)
+    centred = levels - mean
+    var = float(p @ centred**2)
+    sd = np.sqrt(var) + 1e-6
+    return mean, float(np.sqrt(var)), float(p @ centred**3) / sd**3
+
+
 def image_stats(gray: np.ndarray) -> np.ndarray:
-    """Appearance statistics of one image.
+    """Appearance statistics of one image (about 10 ms for 1600x256).
 
     Args:
         gray: ``(H, W)`` uint8 gray levels (an RGB ``(H, W, 3)`` image is averaged to gray).
@@ -95,56 +115,68 @@ def image_stats(gray: np.ndarray) -> np.ndarray:
         gray = gray.mean(axis=2).astype(np.uint8)
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise ValueError(f"expected an (H, W) uint8 image, got shape {gray.shape} and dtype {gray.dtype}")
-    img = gray.astype(np.float32)
-    p1, p5, p50, p95, p99 = np.percentile(gray, (1, 5, 50, 95, 99))
+    hist = np.bincount(gray.ravel(), minlength=256)
+    mean, contrast, _ = _moments(hist)
     # Columns that are the sheet (not the black band past its edge); profiles and texture use only them.
-    col_means = img.mean(axis=0)
+    col_means = cv2.reduce(gray, 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F)[0]
     sheet_cols = col_means >= _BAND_LEVEL * 1.5
-    sheet = img[:, sheet_cols] if sheet_cols.sum() >= 32 else img
-    rows = cv2.blur(sheet.mean(axis=1)[None, :], (9, 1))[0]
+    sheet_u8 = gray if sheet_cols.all() or sheet_cols.sum() < 32 else np.ascontiguousarray(gray[:, sheet_cols])
     cols = col_means[sheet_cols] if sheet_cols.sum() >= 32 else col_means
+    sheet = sheet_u8.astype(np.float32)
+    rows = cv2.blur(cv2.reduce(sheet, 1, cv2.REDUCE_AVG).T, (9, 1))[0]
     blocks = cols[: cols.size // 32 * 32].reshape(-1, 32).mean(axis=1)
-    gx = np.abs(np.diff(sheet, axis=1)).mean()
-    gy = np.abs(np.diff(sheet, axis=0)).mean()
-    mean_sq = cv2.blur(sheet * sheet, (9, 9))
-    mean = cv2.blur(sheet, (9, 9))
-    local_std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
+    gx = cv2.mean(cv2.absdiff(sheet_u8[:, 1:], sheet_u8[:, :-1]))[0]
+    gy = cv2.mean(cv2.absdiff(sheet_u8[1:], sheet_u8[:-1]))[0]
+    mean9 = cv2.blur(sheet, (9, 9))
+    local_var = cv2.blur(sheet * sheet, (9, 9)) - mean9 * mean9
+    local_std = np.sqrt(np.maximum(local_var[::4, ::4], 0.0))
     b1 = cv2.GaussianBlur(sheet, (0, 0), 1.0)
-    b2 = cv2.GaussianBlur(b1, (0, 0), 3.9)  # sigma ~4 overall
-    b3 = cv2.GaussianBlur(b2, (0, 0), 15.5)  # sigma ~16 overall
-    centred = sheet - sheet.mean()
-    sd = float(centred.std()) + 1e-6
+    half = cv2.resize(b1, (b1.shape[1] // 2, b1.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    b2 = cv2.GaussianBlur(half, (0, 0), 1.9)  # sigma ~4 px at full size
+    b3 = cv2.GaussianBlur(b2, (0, 0), 7.7)  # sigma ~16 px at full size
     return np.asarray(
         [
-            img.mean(),
-            img.std(),
-            p1,
-            p5,
-            p50,
-            p95,
-            p99,
-            100.0 * np.mean(gray >= 250),
-            100.0 * np.mean(gray < _BAND_LEVEL),
+            mean,
+            contrast,
+            *_percentiles(hist, (1, 5, 50, 95, 99)),
+            100.0 * hist[250:].sum() / gray.size,
+            100.0 * hist[:_BAND_LEVEL].sum() / gray.size,
             float(rows.max() - rows.min()),
             float(blocks.max() - blocks.min()) if blocks.size else 0.0,
             gx,
             gy,
             gx / (gy + 1e-6),
             float(np.median(local_std)),
-            float((sheet - b1).std()),
-            float((b1 - b2).std()),
-            float((b2 - b3).std()),
-            float(np.mean(centred**3) / sd**3),
+            float(cv2.meanStdDev(sheet - b1)[1][0, 0]),
+            float(cv2.meanStdDev(half - b2)[1][0, 0]),
+            float(cv2.meanStdDev(b2 - b3)[1][0, 0]),
+            _moments(np.bincount(sheet_u8.ravel(), minlength=256))[2],
         ],
         dtype=np.float64,
     )
 
 
-def _read_gray(path: Path) -> np.ndarray:
+def read_gray(path: str | Path) -> np.ndarray:
+    """Decode an image file as ``(H, W)`` uint8 gray levels."""
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
         raise ValueError(f"cannot decode image {path}")
     return gray
+
+
+def image_paths(folder: str | Path) -> list[Path]:
+    """The ``.jpg``/``.jpeg``/``.png`` files of a folder, sorted.
+
+    Raises:
+        FileNotFoundError: not a folder, or no images in it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not paths:
+        raise FileNotFoundError(f"no images found in {folder}")
+    return paths
 
 
 def folder_image_stats(images: str | Path | Iterable[str | Path], limit: int | None = None) -> np.ndarray:
@@ -157,17 +189,11 @@ def folder_image_stats(images: str | Path | Iterable[str | Path], limit: int | N
     Returns:
         ``(N, len(IMAGE_STAT_NAMES))`` float64.
     """
-    if isinstance(images, str | Path):
-        folder = Path(images)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder of images")
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    else:
-        paths = [Path(p) for p in images]
+    paths = image_paths(images) if isinstance(images, str | Path) else [Path(p) for p in images]
     paths = paths[:limit] if limit is not None else paths
     if not paths:
-        raise FileNotFoundError(f"no images found in {images}")
-    return np.stack([image_stats(_read_gray(p)) for p in paths])
+        raise FileNotFoundError("no images given")
+    return np.stack([image_stats(read_gray(p)) for p in paths])
 
 
 def default_real_images() -> Path:
@@ -184,6 +210,12 @@ def summarize_image_stats(stats: np.ndarray) -> np.ndarray:
     return np.percentile(np.asarray(stats), IMAGE_STAT_QUANTILES, axis=0).T
 
 
+@functools.cache
+def _folder_summary(folder: str) -> tuple[np.ndarray, int]:
+    stats = folder_image_stats(folder)
+    return summarize_image_stats(stats), len(stats)
+
+
 def real_image_stats(images_dir: str | Path | None = None) -> tuple[np.ndarray, str]:
     """Summary of the real images' statistics and where it comes from.
 
@@ -196,8 +228,8 @@ def real_image_stats(images_dir: str | Path | None = None) -> tuple[np.ndarray, 
     """
     folder = Path(images_dir) if images_dir is not None else default_real_images()
     if folder.is_dir():
-        stats = folder_image_stats(folder)
-        return summarize_image_stats(stats), f"{len(stats)} real images ({folder})"
+        summary, count = _folder_summary(str(folder.resolve()))  # measured once per process
+        return summary.copy(), f"{count} real images ({folder})"
     if images_dir is not None:
         raise FileNotFoundError(f"real images folder {folder} not found")
     table = np.asarray([REAL_IMAGE_STATS[name] for name in IMAGE_STAT_NAMES], dtype=np.float64)
