@@ -2,10 +2,12 @@
 
 Every image is summarised by a few statistics of its grey levels (``image_features``): brightness (mean,
 5th/50th/95th percentiles), contrast and skewness on a copy subsampled to at most ``_SIDE`` pixels per side;
-the edge energy of a full-resolution centre crop and its ratio to the crop's edge energy at a quarter of the
-resolution (sharpness: blur drops both);
-colourfulness (steel is grey); and the log height, width and aspect ratio. At packaging :func:`fit_reference`
-stores their robust centre (median) and scale (1.4826 MAD, floored) over the training images. An image's
+on a full-resolution centre crop, the edge energy, its ratio to the edge energy at a quarter of the resolution
+(sharpness) and the share of neighbouring pixels of equal grey level (flatness: blur drops the
+first two and raises the third); colourfulness (steel is grey); and the log height, width and aspect ratio.
+At packaging :func:`fit_reference` stores their robust centre (median) and scale (1.4826 MAD, floored) over
+the training images, with the names of the features it used (a reference keeps scoring with its own list
+when later versions add features). An image's
 score is its largest standardised deviation over the features (:meth:`OodReference.score`), so one clearly
 foreign statistic is enough; it is out of distribution above ``threshold``: a high quantile of the training
 images' own scores times a margin.
@@ -22,27 +24,29 @@ import numpy as np
 
 __all__ = ["FEATURE_NAMES", "OodReference", "fit_reference", "fit_reference_on_images", "image_features"]
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "mean", "p05", "p50", "p95", "std", "skew", "edges", "sharpness", "colour", "log_height", "log_width",
-    "log_aspect",
-)  # fmt: skip
-"""The statistics of one image, in the order of ``image_features``."""
+_FLOORS: dict[str, float] = {
+    "mean": 0.01, "p05": 0.01, "p50": 0.01, "p95": 0.01, "std": 0.005, "skew": 0.05, "edges": 0.002,
+    "sharpness": 0.02, "flatness": 0.01, "colour": 0.002, "log_height": 0.02, "log_width": 0.02,
+    "log_aspect": 0.02,
+}  # fmt: skip
+"""Smallest scale per feature, so a feature constant in training (e.g. the image size) still scores finitely."""
+
+FEATURE_NAMES: tuple[str, ...] = tuple(_FLOORS)
+"""Every statistic ``image_features`` computes, in its default order."""
 
 _SIDE = 256
 """Images are reduced (by striding) to at most this many pixels per side before the statistics."""
 
-_SCALE_FLOOR = np.array([0.01, 0.01, 0.01, 0.01, 0.005, 0.05, 0.002, 0.02, 0.002, 0.02, 0.02, 0.02])
-"""Smallest scale per feature, so a feature constant in training (e.g. the image size) still scores finitely."""
 
-
-def image_features(image: np.ndarray) -> np.ndarray:
+def image_features(image: np.ndarray, names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
     """The statistics of one image.
 
     Args:
         image: ``(H, W)`` or ``(H, W, 3)`` uint8.
+        names: which statistics, in this order (from ``FEATURE_NAMES``).
 
     Returns:
-        ``(len(FEATURE_NAMES),)`` float64.
+        ``(len(names),)`` float64.
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.dtype != np.uint8:
@@ -60,10 +64,14 @@ def image_features(image: np.ndarray) -> np.ndarray:
     top, left = max(0, (height - _SIDE) // 2), max(0, (width - _SIDE) // 2)
     crop = _grey(image[top : top + _SIDE, left : left + _SIDE])
     edges = _gradient(crop)
-    sharpness = edges / max(_gradient(crop[::4, ::4]), 1e-4)
-    features = (mean, p05, p50, p95, std, np.clip(skew, -10, 10), edges, sharpness, colour,
-                np.log(height), np.log(width), np.log(width / height))  # fmt: skip
-    return np.asarray(features, dtype=np.float64)
+    steps = np.abs(np.diff(crop, axis=1)).ravel()
+    features = {
+        "mean": mean, "p05": p05, "p50": p50, "p95": p95, "std": std, "skew": float(np.clip(skew, -10, 10)),
+        "edges": edges, "sharpness": edges / max(_gradient(crop[::4, ::4]), 1e-4),
+        "flatness": float(np.mean(steps < 0.5 / 255)) if steps.size else 1.0, "colour": colour,
+        "log_height": np.log(height), "log_width": np.log(width), "log_aspect": np.log(width / height),
+    }  # fmt: skip
+    return np.asarray([features[name] for name in names], dtype=np.float64)
 
 
 def _gradient(grey: np.ndarray) -> float:
@@ -86,19 +94,24 @@ class OodReference:
         scale: ``(F,)`` robust spread (1.4826 MAD, floored) of each feature.
         threshold: scores above this are out of distribution.
         images: training images the reference was fitted on.
+        features: the ``F`` feature names (from ``FEATURE_NAMES``), in the order of ``center`` and ``scale``.
     """
 
     center: tuple[float, ...]
     scale: tuple[float, ...]
     threshold: float
     images: int = 0
+    features: tuple[str, ...] = FEATURE_NAMES
 
     def __post_init__(self) -> None:
-        n = len(FEATURE_NAMES)
+        names = (self.features,) if isinstance(self.features, str) else tuple(self.features)
+        if not names or len(set(names)) != len(names) or any(n not in _FLOORS for n in names):
+            raise ValueError(f"OodReference.features must be distinct names from {list(FEATURE_NAMES)}, got {names}")
+        object.__setattr__(self, "features", names)
         for attr in ("center", "scale"):
             values = np.asarray(getattr(self, attr), dtype=np.float64)
-            if values.shape != (n,) or not np.all(np.isfinite(values)):
-                raise ValueError(f"OodReference.{attr} must be {n} finite numbers ({', '.join(FEATURE_NAMES)})")
+            if values.shape != (len(names),) or not np.all(np.isfinite(values)):
+                raise ValueError(f"OodReference.{attr} must be {len(names)} finite numbers ({', '.join(names)})")
             object.__setattr__(self, attr, tuple(float(v) for v in values))
         if min(self.scale) <= 0:
             raise ValueError("OodReference.scale must be > 0")
@@ -109,7 +122,7 @@ class OodReference:
             raise ValueError(f"OodReference.images must be an integer >= 0, got {self.images!r}")
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
-        """Scores of ``(N, F)`` feature rows: the largest absolute standardised deviation."""
+        """Scores of ``(N, F)`` feature rows (``self.features`` order): the largest absolute standardised deviation."""
         z = (np.atleast_2d(features) - np.asarray(self.center)) / np.asarray(self.scale)
         return np.abs(z).max(axis=1)
 
@@ -117,12 +130,12 @@ class OodReference:
         """``(N,)`` out-of-distribution scores of uint8 images (larger: further from the training images)."""
         if not len(images):
             return np.zeros(0)
-        return self.score_features(np.stack([image_features(image) for image in images]))
+        return self.score_features(np.stack([image_features(image, self.features) for image in images]))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (with the feature names, for readers)."""
+        """JSON-ready dict."""
         return {
-            "features": list(FEATURE_NAMES),
+            "features": list(self.features),
             "center": list(self.center),
             "scale": list(self.scale),
             "threshold": self.threshold,
@@ -131,37 +144,38 @@ class OodReference:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OodReference:
-        """From :meth:`to_dict` output; ``ValueError`` on another feature list or a bad field."""
+        """From :meth:`to_dict` output; ``ValueError`` names a bad or unknown field."""
         if not isinstance(data, Mapping):
             raise ValueError(f"ood must be an object, got {type(data).__name__}")
-        if list(data.get("features", FEATURE_NAMES)) != list(FEATURE_NAMES):
-            raise ValueError(f"ood.features must be {list(FEATURE_NAMES)} (written by another version?)")
         allowed = {"features", "center", "scale", "threshold", "images"}
         if unknown := sorted(set(data) - allowed):
             raise ValueError(f"ood has unknown field(s) {unknown}; allowed fields are {sorted(allowed)}")
         try:
-            return cls(**{k: v for k, v in data.items() if k != "features"})
+            return cls(**data)
         except TypeError as err:
             raise ValueError(f"ood: {err}") from err
 
 
-def fit_reference(features: np.ndarray, quantile: float = 0.995, margin: float = 1.25) -> OodReference:
+def fit_reference(
+    features: np.ndarray, quantile: float = 0.995, margin: float = 1.25, names: Sequence[str] = FEATURE_NAMES
+) -> OodReference:
     """Fit the reference on the training images' features.
 
     Args:
-        features: ``(N, F)`` rows of :func:`image_features` (N >= 2).
+        features: ``(N, F)`` rows of :func:`image_features` over ``names`` (N >= 2).
         quantile: the threshold is this quantile of the training images' own scores ...
         margin: ... times this.
+        names: the features' names.
     """
     features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or features.shape[1] != len(FEATURE_NAMES) or len(features) < 2:
-        raise ValueError(f"features must be (N >= 2, {len(FEATURE_NAMES)}), got {features.shape}")
+    if features.ndim != 2 or features.shape[1] != len(names) or len(features) < 2:
+        raise ValueError(f"features must be (N >= 2, {len(names)}), got {features.shape}")
     center = np.median(features, axis=0)
-    scale = np.maximum(1.4826 * np.median(np.abs(features - center), axis=0), _SCALE_FLOOR)
-    reference = OodReference(tuple(center), tuple(scale), 1.0, len(features))
-    scores = reference.score_features(features)
-    threshold = float(np.quantile(scores, quantile)) * margin
-    return OodReference(reference.center, reference.scale, max(threshold, 1e-6), len(features))
+    floors = np.array([_FLOORS[n] for n in names])
+    scale = np.maximum(1.4826 * np.median(np.abs(features - center), axis=0), floors)
+    reference = OodReference(tuple(center), tuple(scale), 1.0, len(features), tuple(names))
+    threshold = float(np.quantile(reference.score_features(features), quantile)) * margin
+    return OodReference(reference.center, reference.scale, max(threshold, 1e-6), len(features), tuple(names))
 
 
 def fit_reference_on_images(

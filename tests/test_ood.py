@@ -64,16 +64,21 @@ def test_held_out_steel_is_in_distribution_and_shifted_inputs_are_not(
     }
     for name, images in shifted.items():
         scores = reference.score(images)
-        assert np.all(scores > reference.threshold), name
-        assert np.median(scores) > np.max(heldout), name
+        assert np.mean(scores > reference.threshold) >= 0.8, name
+        assert np.median(scores) > np.median(heldout) * 3, name
 
 
 def test_reference_round_trip_and_validation(reference: OodReference) -> None:
     again = OodReference.from_dict(reference.to_dict())
     assert again == reference and again.images == 60
-    bad = reference.to_dict() | {"features": ["mean"]}
-    with pytest.raises(ValueError, match=r"ood\.features"):
-        OodReference.from_dict(bad)
+    with pytest.raises(ValueError, match="center must be 1 finite numbers"):
+        OodReference.from_dict(reference.to_dict() | {"features": ["mean"]})
+    with pytest.raises(ValueError, match="features must be distinct names"):
+        OodReference.from_dict(reference.to_dict() | {"features": ["nope"] * len(FEATURE_NAMES)})
+    # a reference written with fewer features (an older version) keeps scoring with its own list
+    old = fit_reference(np.stack([image_features(np.full((8, 8), v, np.uint8), ["mean", "std"]) for v in (9, 10, 11)]),
+                        names=["mean", "std"])  # fmt: skip
+    assert OodReference.from_dict(old.to_dict()).score([np.full((8, 8), 200, np.uint8)])[0] > old.threshold
     with pytest.raises(ValueError, match="unknown field"):
         OodReference.from_dict(reference.to_dict() | {"extra": 1})
     with pytest.raises(ValueError, match="threshold must be a number > 0"):
