@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-n", type=int, default=400, help="training images the references are fitted on")
     parser.add_argument("--quick", action="store_true", help="--n 60 --train-n 150")
     parser.add_argument("--neu-bundle", default="neu-seg", help="the NEU-Seg bundle (path or shipped name)")
+    parser.add_argument("--fit", action="store_true", help="fit both references here even when the bundles have one")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             ("neu-seg", args.neu_bundle, neu_val, neu_dir, _spaced(_neu_ids("train"), args.train_n), synth_held),
         ):
             try:
-                reference = read_manifest(resolve_bundle(bundle)).ood
+                reference = None if args.fit else read_manifest(resolve_bundle(bundle)).ood
             except (BundleError, OSError, ValueError):  # not available here: fit it as packaging would
                 reference = None
             sources[name] = "the bundle's own reference"
