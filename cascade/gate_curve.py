@@ -87,7 +87,8 @@ class ClassGateCurve:
 
     Attributes:
         prob_thresholds: ascending gate thresholds (0 opens the gate for every image).
-        dice: the class's mean Dice at each threshold, with ``pixel_thresholds``/``min_areas`` of that threshold.
+        dice: the class's best mean Dice at each threshold (with ``pixel_thresholds``/``min_areas``); a tuned
+            point, picked with a tolerance, may sit up to that tolerance below.
         pass_rate: share of images the gate opens for = the class's segmenter runs per image (non-increasing).
         recall: share of the class's positive images the gate opens for (non-increasing; 1 without positives).
         pixel_thresholds: the pixel threshold tuned for each gate threshold.

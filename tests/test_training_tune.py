@@ -122,3 +122,15 @@ def test_class_missed_by_the_cascade_is_flagged() -> None:
     tuned = tune_cascade(probabilities, tables, empty, CLASS_IDS, dataclasses.replace(CONFIG, min_positives=1))
     assert not tuned.params[1].predictable and "Dice 0.000 on positives" in tuned.curve.classes[1].note
     assert tuned.params[0].predictable
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.01, 0.05])
+def test_tuned_points_lie_on_or_below_the_frontier(tolerance: float) -> None:
+    probabilities, tables, empty = _tuning_set(5)
+    for weight in (0.0, 0.05):
+        config = dataclasses.replace(CONFIG, tolerance=tolerance, cost_weight=weight)
+        curve = tune_cascade(probabilities, tables, empty, CLASS_IDS, config).curve
+        for point in (curve.chosen, curve.dice_only):
+            reachable = [p.dice for p in curve.frontier if p.runs_per_image <= point.runs_per_image + 1e-9]
+            assert reachable and max(reachable) >= point.dice - 1e-6
+            assert max(reachable) <= point.dice + tolerance * len(CLASS_IDS) + 1e-6 or weight > 0

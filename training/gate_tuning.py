@@ -11,11 +11,12 @@ through the total number of runs. Both are solved exactly by a small dynamic pro
 number of segmenter runs on the tuning images (:func:`choose_gates`), which also gives the Pareto
 frontier of mean Dice against runs per image (:func:`pareto_frontier`).
 
-For each class and gate threshold, :func:`class_options` takes the pixel threshold and min-area that
-``training.thresholds.pick_best`` chooses at that threshold, so a point of the curve is a complete
-``ClassParams``. ``min_recall`` removes the thresholds that pass fewer than that share of the class's
-positive tuning images (the gate of a rare class then still opens); the threshold 0 (always open) is
-always allowed.
+For each class and gate threshold, :func:`class_options` records the best Dice over the pixel threshold and
+min-area (the curve and the frontier are this upper envelope) and the pixel threshold and min-area that
+``training.thresholds.pick_best`` chooses at that threshold with the tuning tolerance (what a chosen point
+gets: at most ``tolerance`` below the envelope, in the middle of its near-optimal region). ``min_recall``
+removes the thresholds that pass fewer than that share of the class's positive tuning images (the gate of a
+rare class then still opens); the threshold 0 (always open) is always allowed.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class ClassOptions:
 
     Attributes:
         gates: ``(T,)`` ascending gate thresholds (the first is 0).
-        dice: ``(T,)`` class mean Dice at each threshold with ``pixel_index``/``area_index``.
-        pixel_index: ``(T,)`` index into the pixel-threshold grid chosen at each gate threshold.
-        area_index: ``(T,)`` index into the min-area grid chosen at each gate threshold.
+        dice: ``(T,)`` the class's best mean Dice at each threshold (``best_pixel_index``/``best_area_index``).
+        best_pixel_index: ``(T,)`` index into the pixel-threshold grid of that best Dice.
+        best_area_index: ``(T,)`` index into the min-area grid of that best Dice.
+        pixel_index: ``(T,)`` pixel-threshold index chosen at each gate threshold with the tolerance.
+        area_index: ``(T,)`` min-area index chosen at each gate threshold with the tolerance.
         passed: ``(T,)`` images whose gate opens (segmenter runs on the tuning images).
         recall: ``(T,)`` share of positive images whose gate opens (1 without positives).
         admissible: ``(T,)`` thresholds that satisfy ``min_recall``.
@@ -54,6 +57,8 @@ class ClassOptions:
 
     gates: np.ndarray
     dice: np.ndarray
+    best_pixel_index: np.ndarray
+    best_area_index: np.ndarray
     pixel_index: np.ndarray
     area_index: np.ndarray
     passed: np.ndarray
@@ -96,13 +101,14 @@ def class_options(
     passed = opened.sum(axis=1)
     positives = int(positive.sum())
     recall = opened[:, positive].sum(axis=1) / positives if positives else np.ones(len(gates_arr))
-    picks = [pick_best(scores[t], max(tolerance, 1e-9)) for t in range(len(gates_arr))]
-    pixel_index = np.array([pi for pi, _ in picks], dtype=np.int64)
-    area_index = np.array([ai for _, ai in picks], dtype=np.int64)
-    dice = scores[np.arange(len(gates_arr)), pixel_index, area_index]
+    picks = np.array([pick_best(scores[t], max(tolerance, 1e-9)) for t in range(len(gates_arr))], dtype=np.int64)
+    best = np.array([pick_best(scores[t]) for t in range(len(gates_arr))], dtype=np.int64)
+    dice = scores[np.arange(len(gates_arr)), best[:, 0], best[:, 1]]
     admissible = recall >= min_recall - 1e-12
     admissible[0] = True
-    return ClassOptions(gates_arr, dice, pixel_index, area_index, passed, recall, admissible, positives)
+    return ClassOptions(
+        gates_arr, dice, best[:, 0], best[:, 1], picks[:, 0], picks[:, 1], passed, recall, admissible, positives
+    )
 
 
 @dataclass(frozen=True)
@@ -237,8 +243,8 @@ def gate_curve(
             dice=tuple(round(float(d), 6) for d in o.dice),
             pass_rate=tuple(round(float(v) / n, 6) for v in o.passed),
             recall=tuple(round(float(r), 6) for r in o.recall),
-            pixel_thresholds=tuple(float(pixel_grid[i]) for i in o.pixel_index),
-            min_areas=tuple(int(area_grid[i]) for i in o.area_index),
+            pixel_thresholds=tuple(float(pixel_grid[i]) for i in o.best_pixel_index),
+            min_areas=tuple(int(area_grid[i]) for i in o.best_area_index),
             positives=o.positives,
             positive_dice=round(float(d), 6),
             note=note,
