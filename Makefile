@@ -35,7 +35,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed ## Create .venv with torch 2.14.1 and the project with all extras.
 
 synth: install ## Write the synthetic demo training set and a 50-image held-out test set (skipped when present).
-	@test -f $(DEMO_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_DIR) --n $(DEMO_N) --seed 0
+	@test -f $(DEMO_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_DIR) --n $(DEMO_N) --seed 0 --profile train
 	@test -f $(DEMO_TEST_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_TEST_DIR) --n 50 --seed 7
 
 retrain: install synth ## Retrain the embedded demo bundle on the synthetic data (about 13 minutes on 2 cores).
