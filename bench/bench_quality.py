@@ -251,13 +251,21 @@ def _render(args, bundle, rules, n, fit_n, shifted, real) -> str:
         per_class = np.mean([s[key][1:] for s in shifted], axis=0)
         lines.append(f"| {name} | **{mean:.4f}** ± {half:.4f} | " + " | ".join(f"{v:.4f}" for v in per_class) + " |")
     diff, diff_half = _ci([s["cascade"][0] - s["rules"][0] for s in shifted])
+    empty_diff, empty_half = _ci([s["cascade"][0] - s["empty"][0] for s in shifted])
     seg_diff, _ = _ci([s["cascade"][0] - s["segment_all"][0] for s in shifted])
     met = diff >= MARGIN and seg_diff >= 0
+    silent = [str(k + 1) for k in range(4) if all(abs(s["cascade"][k + 1] - s["empty"][k + 1]) < 1e-9 for s in shifted)]
     lines += [
         "",
-        f"Cascade minus rules: {diff:+.4f} ± {diff_half:.4f}; cascade minus segment_all: {seg_diff:+.4f}. Goal "
-        f"(>= +{MARGIN} over the rules and >= segment_all): **{'met' if met else 'NOT met'}**."
-        + ("" if diff >= MARGIN else " The bundle does not beat the non-learned rules by a clear margin here."),
+        f"Cascade minus rules: {diff:+.4f} ± {diff_half:.4f}; minus all-empty: {empty_diff:+.4f} ± {empty_half:.4f}; "
+        f"minus segment_all: {seg_diff:+.4f}. Goal (>= +{MARGIN} over the rules and >= segment_all): "
+        f"**{'met' if met else 'NOT met'}**."
+        + ("" if diff >= MARGIN else " The bundle does not beat the non-learned rules by a clear margin here.")
+        + (
+            f" Classes {', '.join(silent)} score exactly as all-empty on every seed: the cascade never predicts them."
+            if silent
+            else ""
+        ),
         "",
         f"For comparison, the `real` profile (the look the bundle trained on; seed 1, {n} images), as the recipe "
         "evaluates:\n",
