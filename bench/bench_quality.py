@@ -274,6 +274,15 @@ def _render(args, bundle, rules, n, fit_n, shifted, real) -> str:
     ]
     for key, name in _ROWS:
         lines.append(f"| {name} | {real[key][0]:.4f} | " + " | ".join(f"{v:.4f}" for v in real[key][1:]) + " |")
+    seconds = (provenance.get("metrics") or {}).get("stage_seconds")
+    if seconds:
+        lines += [
+            "",
+            f"Training time recorded in the bundle (the machine's {os.cpu_count()} cores, shared with whatever else "
+            "ran): "
+            + ", ".join(f"{stage} {t:.0f} s" for stage, t in seconds.items())
+            + f"; **{sum(seconds.values()) / 60:.1f} min** in total.",
+        ]
     lines += [
         "",
         "Rules (sign, level, min area, min height/width; quarter size): "

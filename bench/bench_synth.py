@@ -114,10 +114,9 @@ def _realism(n: int, seed: int) -> list[str]:
     import numpy as np
 
     from cascade.synth import generate_dataset, synth_config
+    from cascade.synth.discriminator import DISCRIMINATORS, discriminator_auc
     from cascade.synth.realism import (
-        DISCRIMINATORS,
         IMAGE_STAT_NAMES,
-        discriminator_auc,
         folder_image_stats,
         format_image_stats,
         summarize_image_stats,

@@ -29,7 +29,8 @@ from cascade.synth import (
     synth_stats,
 )
 from cascade.synth.config import PROFILES, TEXTURES
-from cascade.synth.realism import IMAGE_STAT_NAMES, discriminator_auc, folder_image_stats, image_stats
+from cascade.synth.discriminator import discriminator_auc
+from cascade.synth.realism import IMAGE_STAT_NAMES, folder_image_stats, image_stats
 from cascade.synth.reference import AREA_PERCENTILES, REAL_AREA_KNOTS, REAL_IMAGE_STATS
 from cascade.synth.shapes import SHAPES_FILE, build_shape_table, draw_layout, shape_table
 from tests.fixtures.data import SYNTH_N
@@ -332,3 +333,14 @@ def test_cli_stats_prints_appearance_next_to_the_real_images(synth_dir: Path) ->
     result = CliRunner().invoke(app, ["synth", "--stats", str(synth_dir)])
     assert result.exit_code == 0, result.output
     assert "rows_range" in result.output and "real p10/p50/p90" in result.output
+
+
+def test_discriminator_auc_separates_only_what_differs() -> None:
+    rng = np.random.default_rng(0)
+    same_a, same_b = rng.normal(size=(40, 3)), rng.normal(size=(80, 3))
+    auc, _ = discriminator_auc(same_a, same_b, "logistic", repeats=2)
+    assert 0.3 < auc < 0.7
+    auc, _ = discriminator_auc(same_a + 5.0, same_b, "boosting", repeats=1)
+    assert auc > 0.95
+    with pytest.raises(ValueError, match="logistic"):
+        discriminator_auc(same_a, same_b, "svm")

@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 from cascade.synth.config import BALANCED_COMBINATIONS, PROFILES, SynthConfig, synth_config
+from cascade.synth.discriminator import discriminator_auc
 from cascade.synth.generator import SynthDataset, SynthImage, generate_dataset, generate_image, image_ids
 from cascade.synth.realism import (
     IMAGE_STAT_NAMES,
-    discriminator_auc,
     folder_image_stats,
     format_image_stats,
     image_stats,
