@@ -59,7 +59,8 @@ class LoadedBundle:
 
     Attributes:
         manifest: the bundle's manifest.
-        classifier: images ``(N, 3, H, W)`` -> logits ``(N, 4)``.
+        classifier: images ``(N, 3, H, W)`` -> logits ``(N, 4)`` (an ``EnsembleMean`` of the fold classifiers
+            when ``manifest.classifier.members`` > 1: its logits are already averaged).
         segmenters: class id -> network mapping images ``(N, 3, H, W)`` to logits ``(N, 1, H, W)``.
         path: where the bundle was loaded from.
     """
@@ -239,16 +240,19 @@ def weights_summary(path: str | Path) -> dict[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------- load
 def _build(spec: ModelSpec, num_classes: int, what: str, bundle: Path) -> nn.Module:
-    from models import create_classifier, create_segmenter
+    """The network of ``spec``; an ``EnsembleMean`` of ``spec.members`` of them when ``members`` > 1."""
+    from models import EnsembleMean, create_classifier, create_segmenter
 
     kwargs = dict(spec.kwargs)
     try:
         if what == "classifier":
             kwargs.setdefault("num_classes", num_classes)
-            return create_classifier(spec.name, pretrained=False, **kwargs)
-        return create_segmenter(spec.arch, spec.name, pretrained=False, **kwargs)
+            networks = [create_classifier(spec.name, pretrained=False, **kwargs) for _ in range(spec.members)]
+        else:
+            networks = [create_segmenter(spec.arch, spec.name, pretrained=False, **kwargs) for _ in range(spec.members)]
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         raise BundleError(f"bundle {bundle}: cannot build {what} from spec {spec.to_dict()}: {err}") from err
+    return networks[0] if spec.members == 1 else EnsembleMean(networks, spec.average)
 
 
 def build_models(
@@ -373,5 +377,12 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
         state = {k: v.to(own[k].dtype) for k, v in state.items()}
         module.load_state_dict(state, strict=True)
         module.to(device).eval()
-    logger.info("loaded bundle %s (%s, %d segmenters) on %s", path, manifest.classifier.name, len(segmenters), device)
+    logger.info(
+        "loaded bundle %s (%s x%d, %d segmenters) on %s",
+        path,
+        manifest.classifier.name,
+        manifest.classifier.members,
+        len(segmenters),
+        device,
+    )
     return LoadedBundle(manifest=manifest, classifier=classifier, segmenters=segmenters, path=path)

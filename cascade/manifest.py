@@ -23,6 +23,7 @@ from cascade.ood import OodReference
 
 __all__ = [
     "CLASSIFIER_ARCHS",
+    "ENSEMBLE_AVERAGES",
     "FORMAT_VERSION",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -46,6 +47,9 @@ INPUT_MODES: tuple[str, ...] = ("pad", "tile")
 
 TTA_OPS: tuple[str, ...] = ("hflip", "vflip")
 """Allowed test-time augmentations."""
+
+ENSEMBLE_AVERAGES: tuple[str, ...] = ("logits", "probabilities")
+"""Allowed ``ModelSpec.average`` values (how an ensemble's members are averaged)."""
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -103,11 +107,18 @@ class ModelSpec:
         arch: ``"timm"`` for the classifier; an smp architecture (``"Unet"``, ``"FPN"``, ...) for a segmenter.
         name: timm backbone name (classifier) or smp encoder name (segmenter).
         kwargs: extra JSON-serializable keyword arguments for the factory.
+        members: how many networks of this spec form an ensemble (e.g. the K fold classifiers); 1 is one
+            network. An ensemble is one module (``models.ensemble.EnsembleMean``) whose output averages its
+            members', so runtimes and exports see a single network.
+        average: how an ensemble averages, one of ``ENSEMBLE_AVERAGES``: ``"logits"`` (mean logit) or
+            ``"probabilities"`` (mean sigmoid, returned as its logit); ignored when ``members`` is 1.
     """
 
     arch: str
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    members: int = 1
+    average: str = "logits"
 
     def __post_init__(self) -> None:
         for attr in ("arch", "name"):
@@ -120,10 +131,16 @@ class ModelSpec:
         if bad:
             raise ValueError(f"ModelSpec.kwargs keys must be strings, got {bad!r}")
         _set(self, "kwargs", _json_normalise(dict(self.kwargs), "ModelSpec.kwargs"))
+        _check_int(self.members, "ModelSpec.members", 1)
+        if self.average not in ENSEMBLE_AVERAGES:
+            raise ValueError(f"ModelSpec.average must be one of {list(ENSEMBLE_AVERAGES)}, got {self.average!r}")
+        if self.members == 1:
+            _set(self, "average", "logits")  # meaningless for one network: normalised so a spec equals its round trip
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"arch": self.arch, "name": self.name, "kwargs": dict(self.kwargs)}
+        """JSON-ready dict (``members``/``average`` only for an ensemble, so single-network specs read as before)."""
+        ensemble = {"members": self.members, "average": self.average} if self.members > 1 else {}
+        return {"arch": self.arch, "name": self.name, "kwargs": dict(self.kwargs), **ensemble}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""An ensemble of networks of one architecture as a single ``nn.Module`` whose output is their average.
+
+Used for the K fold classifiers of a run packed into one bundle: runtimes and exports see one network
+with the usual logits output, so nothing downstream needs to know it is an ensemble.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["AVERAGES", "EnsembleMean"]
+
+AVERAGES: tuple[str, ...] = ("logits", "probabilities")
+"""How members are averaged: the mean logit, or the mean sigmoid probability (returned as its logit)."""
+
+
+class EnsembleMean(nn.Module):
+    """Averages the logits of ``members`` networks that share input and output shapes.
+
+    ``average="logits"`` returns ``mean_k z_k``; ``average="probabilities"`` returns the logit of
+    ``mean_k sigmoid(z_k)``, computed stably as ``logsumexp_k logsigmoid(z_k) - logsumexp_k logsigmoid(-z_k)``
+    so that ``sigmoid(output)`` is exactly the mean probability even for saturated members. The
+    average is taken in float32 whatever the members' compute dtype.
+
+    Args:
+        members: two or more networks mapping ``(N, 3, H, W)`` to logits of one shape (``(N, C)`` or
+            ``(N, C, H, W)``).
+        average: one of ``AVERAGES``.
+
+    Raises:
+        ValueError: fewer than two members, or an unknown ``average``.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], average: str = "logits") -> None:
+        super().__init__()
+        if average not in AVERAGES:
+            raise ValueError(f"average must be one of {list(AVERAGES)}, got {average!r}")
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.average = average
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> averaged logits of the members' output shape."""
+        logits = torch.stack([member(x).float() for member in self.members])  # (K, N, ...)
+        if self.average == "logits":
+            return logits.mean(dim=0)
+        log_k = math.log(len(self.members))
+        log_p = torch.logsumexp(nn.functional.logsigmoid(logits), dim=0) - log_k
+        log_q = torch.logsumexp(nn.functional.logsigmoid(-logits), dim=0) - log_k
+        return log_p - log_q
+
+    def extra_repr(self) -> str:
+        return f"members={len(self.members)}, average={self.average!r}"
