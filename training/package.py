@@ -27,7 +27,9 @@ from cascade.constants import CLASS_IDS
 from cascade.gate_curve import GateCurve
 from cascade.manifest import BundleManifest, ClassParams, InputPolicy, ModelSpec, Normalization
 from cascade.ood import OodReference, fit_reference_on_images
+from models.ensemble import EnsembleMean
 from training.config import PipelineConfig
+from training.ensemble import classifier_spec, ensemble_folds, load_classifier
 from training.loop import load_checkpoint
 from training.recipe import config_to_dict
 from training.workspace import Workspace, build_classifier, build_segmenter
@@ -78,7 +80,7 @@ def build_manifest(
         class_names=class_set.names,
         class_colours=class_set.colours,
         image_size=image_size,
-        classifier=ModelSpec(arch="timm", name=config.classifier.backbone, kwargs=config.classifier.kwargs),
+        classifier=classifier_spec(config),
         segmenters={c: ModelSpec(arch=seg.arch, name=seg.encoder, kwargs=seg.kwargs_for(c)) for c in class_set.ids},
         normalization=Normalization(mean=inp.mean, std=inp.std),
         input_policy=InputPolicy(mode=inp.mode, stride=inp.stride, scale=inp.scale),
@@ -92,17 +94,22 @@ def build_manifest(
 
 
 def load_trained(ws: Workspace) -> tuple[nn.Module, dict[int, nn.Module]]:
-    """The final classifier and the per-class segmenters from the run folder (eval mode, CPU).
+    """The classifier and the per-class segmenters from the run folder (eval mode, CPU).
+
+    The classifier is ``classifier/final``'s, or with ``classifier.ensemble`` an ``EnsembleMean`` of the listed
+    folds' classifiers (``classifier/fold<k>``).
 
     Raises:
         FileNotFoundError: a stage's weights are missing (the message names the stage to run).
     """
     run_dir = ws.run_dir
-    classifier = build_classifier(ws.config, len(ws.class_ids))
-    path = run_dir / "classifier" / "final" / "classifier.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (run the 'classifier' stage first)")
-    classifier.load_state_dict(load_checkpoint(path)["model"])
+    n_classes = len(ws.class_ids)
+    folds = ensemble_folds(ws.config)
+    if folds:
+        members = [load_classifier(build_classifier(ws.config, n_classes), run_dir, f"fold{k}") for k in folds]
+        classifier: nn.Module = EnsembleMean(members, classifier_spec(ws.config).average)
+    else:
+        classifier = load_classifier(build_classifier(ws.config, n_classes), run_dir, "final")
     segmenters: dict[int, nn.Module] = {}
     for class_id in ws.class_ids:
         path = run_dir / "segmenter" / f"class{class_id}" / "best.pt"

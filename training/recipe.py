@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from cascade.classes import MAX_CLASS_ID
+from cascade.manifest import ENSEMBLE_AVERAGES
 from training.config import PipelineConfig, TuneConfig
 
 __all__ = ["config_from_dict", "config_to_dict", "load_config"]
@@ -158,6 +159,24 @@ def _check_tune(tune: TuneConfig) -> None:
         raise ValueError(f"tune.prob_thresholds has values outside [0, 1]: {bad}")
 
 
+def _check_ensemble(config: PipelineConfig) -> None:
+    ensemble = config.classifier.ensemble
+    if ensemble is None:
+        return
+    _check_choice("classifier.ensemble.average", ensemble.average, ENSEMBLE_AVERAGES)
+    n_folds = config.data.n_folds
+    folds = ensemble.folds
+    if isinstance(folds, str):
+        _check_choice("classifier.ensemble.folds", folds, ("all",))
+        return
+    bad = sorted(k for k in folds if not 0 <= k < n_folds)
+    if bad or len(set(folds)) != len(folds) or len(folds) < 2:
+        raise ValueError(
+            f"classifier.ensemble.folds={list(folds)} must be 'all' or two or more distinct fold indices "
+            f"in [0, {n_folds - 1}] (data.n_folds={n_folds})"
+        )
+
+
 def _validate(config: PipelineConfig) -> None:
     """Check values that types alone cannot (choices, ranges)."""
     _check_choice("device", config.device, ("auto", "cpu", "cuda"))
@@ -176,6 +195,7 @@ def _validate(config: PipelineConfig) -> None:
     if not 0 <= config.tune.tolerance < 1:
         raise ValueError(f"tune.tolerance={config.tune.tolerance} must be in [0, 1)")
     _check_tune(config.tune)
+    _check_ensemble(config)
     if config.classifier.parallel_folds < 1:
         raise ValueError(f"classifier.parallel_folds={config.classifier.parallel_folds} must be >= 1")
     if config.data.n_folds < 2:
