@@ -53,10 +53,12 @@ else
 		--samples-dir $(DEMO_TEST_DIR)/train_images --data-root data
 endif
 
-neu-samples: ## Copy 48 NEU-Seg val images (never trained on) into data/ as web-page samples (needs ../shared).
-	@if [ -d "$(NEU_SEG)/JPEGImages" ] && [ ! -d "$(NEU_SAMPLES)" ]; then \
-		mkdir -p $(NEU_SAMPLES) && head -n 48 $(NEU_SEG)/ImageSets/Segmentation/val.txt | \
-		while read -r id; do cp "$(NEU_SEG)/JPEGImages/$$id.jpg" $(NEU_SAMPLES)/; done; fi
+neu-samples: ## Copy 48 NEU-Seg val images (never trained on) and their masks into data/ as web-page samples (needs ../shared).
+	@if [ -d "$(NEU_SEG)/JPEGImages" ] && [ ! -d "$(NEU_SAMPLES)/SegmentationClass" ]; then \
+		mkdir -p $(NEU_SAMPLES)/JPEGImages $(NEU_SAMPLES)/SegmentationClass && \
+		head -n 48 $(NEU_SEG)/ImageSets/Segmentation/val.txt | while read -r id; do \
+			cp "$(NEU_SEG)/JPEGImages/$$id.jpg" $(NEU_SAMPLES)/JPEGImages/ && \
+			cp "$(NEU_SEG)/SegmentationClass/$$id.png" $(NEU_SAMPLES)/SegmentationClass/; done; fi
 
 train-neu-seg: install ## Train the NEU-Seg cascade on ../shared/neu-seg and ship it as the `neu-seg` bundle.
 	$(BIN)/cascade train --config configs/neu-seg-cpu.yaml --install-embedded

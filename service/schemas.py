@@ -22,6 +22,7 @@ __all__ = [
     "PredictionResponse",
     "ReadyResponse",
     "SampleInfo",
+    "SampleTruthResponse",
     "SessionResponse",
 ]
 
@@ -232,10 +233,30 @@ class JobStatus(BaseModel):
 
 
 class SampleInfo(BaseModel):
-    """A sample image the GUI offers."""
+    """A sample image the GUI offers, with the classes its labels hold when it has labels."""
 
     name: str = Field(..., examples=["sample-1.jpg"])
     url: str = Field(..., examples=["/gui/samples/sample-1.jpg"])
+    classes: list[int] | None = Field(
+        None,
+        description="Class ids the sample's labels hold ([] = labelled clean); null when the sample has no labels.",
+        examples=[[3]],
+    )
+    truth_url: str | None = Field(
+        None, description="Its ground-truth masks (GET), when labelled.", examples=["/gui/samples/sample-1.jpg/truth"]
+    )
+
+
+class SampleTruthResponse(BaseModel):
+    """The labelled masks of one sample, in the served bundle's classes."""
+
+    name: str = Field(..., examples=["sample-1.jpg"])
+    height: int = Field(..., ge=1)
+    width: int = Field(..., ge=1)
+    classes: list[int] = Field(..., description="Class ids with a non-empty mask.", examples=[[3]])
+    mask_png: dict[str, str] = Field(
+        ..., description="Class id -> base64 8-bit PNG (255 = defect), one per class of the bundle, at image size."
+    )
 
 
 class SessionResponse(PredictionResponse):
@@ -271,6 +292,11 @@ class GuiConfig(BaseModel):
         None, description="[height, width] the bundle was made for (as in /model): the view's initial shape."
     )
     samples: list[SampleInfo]
+    ood_threshold: float | None = Field(
+        None,
+        description="The bundle's out-of-distribution threshold: an analysis whose ood_score is above it is flagged "
+        "(null: the bundle has no reference, and no image is flagged).",
+    )
 
 
 class ClassParamsUpdate(BaseModel):

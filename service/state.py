@@ -197,10 +197,11 @@ class ServiceState:
 
     def _load_samples(self, manifest: Any) -> SampleStore:
         s = self.settings
+        classes = getattr(manifest, "class_set", None)  # labels are read with the served bundle's classes
         if s.samples_dir is not None:
-            return SampleStore.from_dir(s.samples_dir)
+            return SampleStore.from_dir(s.samples_dir, classes=classes)
         size = getattr(manifest, "image_size", None)  # synthetic steel is Severstal-sized unless the bundle says
-        return SampleStore.synthetic(s.num_samples, size=size)
+        return SampleStore.synthetic(s.num_samples, size=size, classes=classes)
 
     def shutdown(self) -> None:
         """Stop jobs first (their unfinished work stays resumable), then the worker."""

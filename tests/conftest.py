@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.fixtures.scoring",
     "tests.fixtures.training",
     "tests.fixtures.service",
+    "tests.fixtures.browser",
 ]
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "severstal-real"

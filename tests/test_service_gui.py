@@ -13,19 +13,15 @@ from fastapi.testclient import TestClient
 
 from cascade.imageio import decode_image
 from service import create_app
-from tests.fixtures.service import encode_image, loader_for, make_settings, running_client, uvicorn_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.fixtures.browser import canvas_pixel, requires_chromium
+from tests.fixtures.service import (
+    encode_image,
+    foreign_image,
+    loader_for,
+    make_settings,
+    running_client,
+    uvicorn_server,
+)
 
 
 @pytest.fixture
@@ -104,7 +100,7 @@ def test_postprocess_errors_and_lru_eviction(gui_client: TestClient, service_ima
 
 
 # ---------------------------------------------------------------------------------------------- browser
-browser = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"headless Chromium not installed at {CHROMIUM}")
+browser = requires_chromium
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +108,6 @@ def gui_url(tmp_path_factory: pytest.TempPathFactory, service_predictor) -> Iter
     settings = make_settings(tmp_path_factory.mktemp("gui"), num_samples=2)
     with uvicorn_server(create_app(settings, loader=loader_for(service_predictor))) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """One headless Chromium for the module (Playwright's sync API allows one instance at a time)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +123,7 @@ def page(gui_url: str, chromium):
 
 
 def _pixel(page, x: int, y: int) -> list[int]:
-    return page.evaluate(
-        "([x, y]) => Array.from(document.querySelector('#view').getContext('2d').getImageData(x, y, 1, 1).data)",
-        [x, y],
-    )
+    return canvas_pixel(page, x, y)
 
 
 def _renders(page) -> int:
@@ -270,6 +252,17 @@ def _upload(page, path: Path) -> None:
     renders = _renders(page)
     page.set_input_files("#file-input", str(path))
     _wait_render(page, renders)
+
+
+@browser
+@pytest.mark.browser
+def test_gui_shows_no_ood_badge_without_a_reference(page, tmp_path: Path) -> None:
+    # the tiny bundle has no out-of-distribution reference: even a colourful non-steel image raises no warning
+    upload = tmp_path / "foreign.png"
+    upload.write_bytes(encode_image(foreign_image(), "PNG"))
+    _upload(page, upload)
+    assert page.is_hidden("#ood-badge")
+    assert page.evaluate("fetch('/gui/config').then(r => r.json()).then(c => c.ood_threshold)") is None
 
 
 @browser

@@ -31,11 +31,19 @@ from service.deps import (
     require_api_key,
     worker_of,
 )
-from service.encoding import prediction_body
+from service.encoding import mask_png_b64, prediction_body
 from service.errors import ServiceError
 from service.routes.ops import nominal_image_size
 from service.routes.predict import UPLOAD_ERRORS
-from service.schemas import ErrorResponse, GuiClass, GuiConfig, PostprocessRequest, SampleInfo, SessionResponse
+from service.schemas import (
+    ErrorResponse,
+    GuiClass,
+    GuiConfig,
+    PostprocessRequest,
+    SampleInfo,
+    SampleTruthResponse,
+    SessionResponse,
+)
 from service.sessions import Session, SessionTooLargeError
 from service.state import ServiceState
 from service.uploads import Upload, decode_upload, probe_upload, read_form, read_uploads, upload_name
@@ -57,12 +65,14 @@ async def index() -> FileResponse:
 
 @router.get("/gui/config", response_model=GuiConfig, summary="What the GUI needs", dependencies=_api)
 async def config(state: ServiceState = Depends(ready_state)) -> GuiConfig:
-    """The model, its classes (ids, names, overlay colours, default parameters), its image size and the samples.
+    """The model, its classes (ids, names, overlay colours, default parameters), its image size, the samples
+    and the out-of-distribution threshold the page's warning compares ``ood_score`` with.
 
     The page builds its legend, class toggles and threshold sliders from ``classes``: nothing in it is fixed to
     one class set.
     """
     manifest = state.predictor.manifest
+    reference = getattr(manifest, "ood", None)
     return GuiConfig(
         bundle=state.bundle_label,
         runtime=str(getattr(state.predictor, "runtime_name", "unknown")),
@@ -75,17 +85,47 @@ async def config(state: ServiceState = Depends(ready_state)) -> GuiConfig:
         ],
         image_size=nominal_image_size(manifest),
         samples=_sample_list(state),
+        ood_threshold=None if reference is None else float(reference.threshold),
     )
 
 
 def _sample_list(state: ServiceState) -> list[SampleInfo]:
-    return [SampleInfo(name=n, url=f"/gui/samples/{n}") for n in state.samples.names()]
+    infos = []
+    for name in state.samples.names():
+        truth = state.samples.truth(name)
+        labelled = {} if truth is None else {"classes": list(truth.present), "truth_url": f"/gui/samples/{name}/truth"}
+        infos.append(SampleInfo(name=name, url=f"/gui/samples/{name}", **labelled))
+    return infos
 
 
 @router.get("/gui/samples", response_model=list[SampleInfo], summary="GUI sample images")
 async def samples(state: ServiceState = Depends(get_state)) -> list[SampleInfo]:
-    """The sample images (synthetic, or from ``--samples-dir``)."""
+    """The sample images (synthetic, or from ``--samples-dir``) and the classes the labelled ones hold."""
     return _sample_list(state)
+
+
+@router.get(
+    "/gui/samples/{name}/truth",
+    response_model=SampleTruthResponse,
+    summary="One sample's ground truth",
+    responses={404: {"model": ErrorResponse, "description": "Unknown sample, or a sample without labels."}},
+)
+async def sample_truth(name: str, state: ServiceState = Depends(get_state)) -> SampleTruthResponse:
+    """The labelled masks of one sample as PNGs (the page draws them as dashed outlines)."""
+    if state.samples.get(name) is None:
+        raise ServiceError(404, f"no sample named {name!r}; see /gui/samples")
+    truth = state.samples.truth(name)
+    if truth is None:
+        raise ServiceError(404, f"sample {name!r} has no labels (no ground truth beside it)")
+    masks = await run_in_threadpool(truth.masks)
+    height, width = truth.shape
+    return SampleTruthResponse(
+        name=name,
+        height=height,
+        width=width,
+        classes=list(truth.present),
+        mask_png={str(cid): mask_png_b64(mask) for cid, mask in zip(truth.class_ids, masks, strict=True)},
+    )
 
 
 @router.get(

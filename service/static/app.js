@@ -1,5 +1,6 @@
 // Web GUI of the steel defect cascade: upload or pick a sample, see class overlays, tune thresholds.
-// Plain browser JavaScript, no build step. Talks to /gui/config, /gui/analyze and /postprocess/{id}.
+// Plain browser JavaScript, no build step. Talks to /gui/config, /gui/analyze, /postprocess/{id} and, for a
+// labelled sample, /gui/samples/{name}/truth (its ground truth, drawn as dashed outlines on request).
 // Every class-dependent part (legend, toggles, sliders, overlay colours, view shape) is built from
 // /gui/config, i.e. from the served bundle's manifest: nothing here knows a class set or an image size.
 "use strict";
@@ -14,6 +15,8 @@
     result: null, // last SessionResponse
     image: null, // HTMLImageElement of the analysed image
     layers: {}, // class id -> {fill, outline}: canvases with the class mask (and its border) in its colour
+    truth: null, // class id -> dashed-outline canvas of the sample's labelled mask; null: no labels
+    truthClasses: null, // class ids the shown sample's labels hold (null: unlabelled image)
     visible: {}, // class id -> bool
     seq: 0, // request counter: answers to superseded requests are dropped
     renders: 0,
@@ -117,15 +120,44 @@
     for (const sample of state.config.samples) {
       const button = document.createElement("button");
       button.type = "button";
-      button.textContent = sample.name;
       button.dataset.sample = sample.name;
+      const name = document.createElement("span");
+      name.className = "sample-name";
+      name.textContent = sample.name;
+      const holds = document.createElement("span");
+      holds.className = "sample-classes";
+      if (sample.classes === null || sample.classes === undefined) {
+        holds.textContent = "unlabelled";
+        button.title = `${sample.name}: no labels beside it`;
+      } else if (sample.classes.length === 0) {
+        holds.textContent = "clean";
+        button.title = `${sample.name}: labelled, no defect`;
+      } else {
+        const names = sample.classes.map((id) => classById(id)?.name ?? `class ${id}`);
+        for (const id of sample.classes) {
+          const cls = classById(id);
+          const chip = document.createElement("span");
+          chip.className = "chip";
+          chip.dataset.class = String(id);
+          if (cls) chip.append(swatch(cls.colour));
+          chip.append(cls ? cls.name : `class ${id}`);
+          holds.append(chip);
+        }
+        button.title = `${sample.name}: labelled ${names.join(", ")}`;
+      }
+      button.dataset.classes = sample.classes ? sample.classes.join(",") : "";
+      button.append(name, holds);
       button.addEventListener("click", () => {
         const form = new FormData();
         form.append("sample", sample.name);
-        analyze(form);
+        analyze(form, sample);
       });
       box.append(button);
     }
+  }
+
+  function classById(id) {
+    return state.config.classes.find((c) => c.class_id === id);
   }
 
   function slider(cls, value, max = 1, step = 0.01) {
@@ -192,14 +224,19 @@
   }
 
   // ------------------------------------------------------------------ analysing and post-processing
-  async function analyze(form) {
+  async function analyze(form, sample = null) {
     const seq = ++state.seq;
     setPageState("busy");
     setStatus("Analysing…");
+    // a labelled sample's ground truth is fetched alongside; without it the page still shows the analysis
+    const truthUrl = sample && sample.truth_url;
+    const truth = truthUrl ? api(truthUrl).catch(() => null) : Promise.resolve(null);
     try {
       const result = await api("/gui/analyze", { method: "POST", body: form });
+      const labels = await truth;
       if (seq !== state.seq) return;
       const keep = $("#keep-thresholds").checked && state.result !== null;
+      await setTruth(labels);
       await show(result, true, keep);
       if (keep) schedulePostprocess(); // the new image under the thresholds the user had set
     } catch (error) {
@@ -215,6 +252,8 @@
     state.result = null;
     state.image = null;
     state.layers = {};
+    setTruth(null);
+    showOod(null);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     for (const row of document.querySelectorAll("#classes tbody tr")) {
       for (const cell of row.querySelectorAll(".prob, .present, .area")) {
@@ -262,7 +301,7 @@
     }
   }
 
-  async function maskLayer(pngBase64, colour, width, height) {
+  async function maskLayer(pngBase64, colour, width, height, fill = true) {
     const mask = await loadImage(`data:image/png;base64,${pngBase64}`);
     const layer = document.createElement("canvas");
     layer.width = width;
@@ -279,12 +318,16 @@
       data[i + 2] = colour[2];
       data[i + 3] = on[p] ? 255 : 0;
     }
+    if (!fill) return { outline: outlineLayer(on, colour, width, height, true) };
     lctx.putImageData(pixels, 0, 0);
     return { fill: layer, outline: outlineLayer(on, colour, width, height) };
   }
 
-  function outlineLayer(on, colour, width, height) {
-    // the mask's border, 2 px wide inside the mask: small or overlapped defects stay visible when scaled down
+  const DASH = 6; // px of colour, then px of white, along the ground truth's outline
+
+  function outlineLayer(on, colour, width, height, dashed = false) {
+    // the mask's border, 2 px wide inside the mask: small or overlapped defects stay visible when scaled down;
+    // dashed (class colour and white, diagonally), it is the ground truth, told apart from the solid prediction
     const at = (x, y) => (x >= 0 && y >= 0 && x < width && y < height ? on[y * width + x] : 0);
     const edge = new Uint8Array(width * height);
     for (let y = 0; y < height; y += 1) {
@@ -303,7 +346,8 @@
       for (let x = 0; x < width; x += 1) {
         const p = y * width + x;
         if (!on[p] || !(edge[p] || near(x - 1, y) || near(x + 1, y) || near(x, y - 1) || near(x, y + 1))) continue;
-        data.set([colour[0], colour[1], colour[2], 255], 4 * p);
+        const gap = dashed && Math.floor((x + y) / DASH) % 2 === 1;
+        data.set(gap ? [255, 255, 255, 255] : [colour[0], colour[1], colour[2], 255], 4 * p);
       }
     }
     lctx.putImageData(pixels, 0, 0);
@@ -348,9 +392,15 @@
     }
     $("#image-id").textContent = `${result.image_id} (${result.width}×${result.height})`;
     $("#download-csv").disabled = false;
+    showOod(result);
     render();
     const found = result.classes.filter((c) => c.present).map((c) => c.name);
-    setStatus(found.length ? `Defects: ${found.join(", ")}.` : "No defect found.");
+    let text = found.length ? `Defects: ${found.join(", ")}.` : "No defect found.";
+    if (state.truthClasses) {
+      const labelled = state.truthClasses.map((id) => classById(id)?.name ?? `class ${id}`);
+      text += ` Labelled: ${labelled.length ? labelled.join(", ") : "no defect"}.`;
+    }
+    setStatus(text);
     state.renders += 1;
     document.body.dataset.renders = String(state.renders);
     setPageState("ready");
@@ -374,6 +424,40 @@
     }
     ctx.globalAlpha = 1;
     if ($("#outline").checked) for (const id of order) ctx.drawImage(state.layers[id].outline, 0, 0);
+    if (state.truth && $("#truth").checked) {
+      for (const cls of state.config.classes) {
+        const layer = state.truth[cls.class_id];
+        if (layer && state.visible[cls.class_id]) ctx.drawImage(layer.outline, 0, 0);
+      }
+    }
+  }
+
+  async function setTruth(labels) {
+    // labels: a SampleTruthResponse, or null for an image without ground truth
+    state.truth = null;
+    state.truthClasses = labels ? labels.classes : null;
+    if (labels) {
+      const layers = {};
+      for (const cls of state.config.classes) {
+        const png = labels.mask_png[String(cls.class_id)];
+        if (png) layers[cls.class_id] = await maskLayer(png, cls.colour, labels.width, labels.height, false);
+      }
+      state.truth = layers;
+    }
+    const toggle = $("#truth");
+    toggle.disabled = !labels;
+    toggle.closest("label").title = labels ? "" : "only labelled samples have a ground truth";
+  }
+
+  function showOod(result) {
+    // the warning shows only when the bundle has a reference and the image is beyond its threshold
+    const badge = $("#ood-badge");
+    const flagged = result && result.ood_score != null && result.in_distribution === false;
+    badge.hidden = !flagged;
+    if (!flagged) return;
+    const threshold = state.config.ood_threshold;
+    const limit = threshold == null ? "" : ` > threshold ${threshold.toFixed(2)}`;
+    $("#ood-detail").textContent = `out-of-distribution score ${result.ood_score.toFixed(2)}${limit}`;
   }
 
   function whyAbsent(c, result) {
@@ -437,6 +521,7 @@
   });
   $("#fill").addEventListener("change", render);
   $("#outline").addEventListener("change", render);
+  $("#truth").addEventListener("change", render);
   $("#download-csv").addEventListener("click", downloadCsv);
   $("#key-form").addEventListener("submit", (event) => {
     event.preventDefault();
