@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from cascade.cli import main as cli_main
-from training.config import STAGES
+from training.pipeline import STAGE_NAMES
 
 runner = CliRunner()
 
@@ -26,7 +26,7 @@ def test_serve_and_train_come_from_their_own_packages() -> None:
 def test_train_help_lists_the_pipeline_stages() -> None:
     result = runner.invoke(cli_main.app, ["train", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
-    assert f"Run only this stage (repeatable): {', '.join(STAGES)}." in " ".join(result.output.split())
+    assert f"Run only this stage (repeatable): {', '.join(STAGE_NAMES)}." in " ".join(result.output.split())
 
 
 def test_an_entry_point_that_cannot_be_imported_explains_itself(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +42,7 @@ def test_an_entry_point_that_cannot_be_imported_explains_itself(monkeypatch: pyt
 
 
 def test_the_cascade_app_imports_no_heavy_or_upper_layer_module() -> None:
-    heavy = ["torch", "fastapi", "uvicorn", "service.app", "training.pipeline"]
+    heavy = ["torch", "fastapi", "uvicorn", "service.app", "training.workspace", "training.train_classifier"]
     code = f"import sys, cascade.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -16,16 +16,15 @@ from cascade.constants import CLASS_IDS
 from cascade.imageio import read_image
 from cascade.predictor import CascadePredictor
 from tests.fixtures.training import tiny_config, tiny_recipe, write_recipe
-from training.config import STAGES
 from training.distributed import DistContext
-from training.pipeline import PipelineResult, parse_overrides, run_pipeline
+from training.pipeline import BASE_STAGES, PipelineResult, parse_overrides, run_pipeline
 from training.workspace import open_workspace
 
 
 def test_every_stage_runs_and_writes_a_bundle(tiny_run: PipelineResult) -> None:
-    assert tiny_run.stages == STAGES
+    assert tiny_run.stages == BASE_STAGES
     assert tiny_run.bundle is not None and tiny_run.bundle.is_file()
-    for stage in STAGES:
+    for stage in BASE_STAGES:
         assert (tiny_run.run_dir / "stages" / f"{stage}.done").is_file()
 
 
@@ -52,7 +51,7 @@ def test_manifest_carries_tuned_thresholds_and_provenance(tiny_run: PipelineResu
     assert provenance["dataset"]["images"] == 24
     assert provenance["config"]["classifier"]["backbone"] == "test_efficientnet"
     assert {"validation", "heldout"} <= set(provenance["metrics"])
-    assert set(provenance["metrics"]["stage_seconds"]) == set(STAGES) - {"evaluate"}
+    assert set(provenance["metrics"]["stage_seconds"]) == set(BASE_STAGES) - {"evaluate"}
     assert provenance["code_version"] and provenance["created"]
     assert load_bundle(tiny_run.bundle).segmenters[1] is not None
     kwargs = {c: spec.kwargs for c, spec in manifest.segmenters.items()}  # segmenter.class_kwargs

@@ -4,7 +4,8 @@
 Registered from here, not from ``cascade.cli`` (the core never imports ``training``): the project's
 ``steel_cascade.commands`` entry points ``train = "training.cli:register"`` and
 ``evaluate = "training.cli:register_evaluate"`` hand ``register``/``register_evaluate`` the ``cascade`` app. Only
-typer and ``training.config`` load at ``cascade --help``; the pipeline loads when a command runs.
+typer and the stage registry (``training.pipeline``, which loads no torch) load at ``cascade --help``; the stages
+load when a command runs.
 
 At the end ``cascade train`` prints where everything went and, when the evaluation ran, the held-out Kaggle Dice of the
 cascade next to the all-empty and ``segment_all`` baselines (``RUN_DIR/evaluation.json``), with a loud
@@ -21,7 +22,8 @@ from typing import Any
 
 import typer
 
-from training.config import STAGES
+from training.paths import RunPaths
+from training.pipeline import STAGE_NAMES
 
 __all__ = ["NO_BETTER_MARGIN", "evaluate", "heldout_summary", "register", "register_evaluate", "spread", "train"]
 
@@ -72,7 +74,7 @@ def train(
         None, "--out", "-o", file_okay=False, help="Run folder (default: the recipe's 'out')."
     ),
     stage: list[str] = typer.Option(
-        [], "--stage", "-s", help=f"Run only this stage (repeatable): {', '.join(STAGES)}."
+        [], "--stage", "-s", help=f"Run only this stage (repeatable): {', '.join(STAGE_NAMES)}."
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Skip finished stages and continue interrupted training from its last checkpoint."
@@ -120,12 +122,12 @@ def train(
     print(f"run folder: {result.run_dir}")
     if result.bundle is not None:
         print(f"bundle: {result.bundle}")
-    report = result.run_dir / "report.md"
+    report = RunPaths(result.run_dir).report_md
     if report.is_file():
         print(f"report: {report}")
     if result.installed is not None:
         print(f"installed embedded bundle {recipe.package.embedded_name!r}: {result.installed}")
-    evaluation = result.run_dir / "evaluation.json"
+    evaluation = RunPaths(result.run_dir).evaluation_json
     evaluated = not stage or "evaluate" in stage
     if evaluated and evaluation.is_file() and os.environ.get("RANK", "0") == "0":
         lines, warning = heldout_summary(json.loads(evaluation.read_text()))

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "STAGES",
     "AugmentSpec",
     "ClassifierConfig",
     "CropConfig",
@@ -26,9 +25,6 @@ __all__ = [
     "TrainConfig",
     "TuneConfig",
 ]
-
-STAGES: tuple[str, ...] = ("classifier", "hard_negatives", "segmenter", "tune", "package", "evaluate")
-"""Pipeline stages in the order :mod:`training.pipeline` runs them."""
 
 
 @dataclass(frozen=True)

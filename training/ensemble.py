@@ -20,7 +20,7 @@ from cascade.manifest import ModelSpec
 from models.ensemble import EnsembleMean
 from training.config import PipelineConfig
 from training.loop import load_checkpoint
-from training.train_classifier import CLASSIFIER_FILE
+from training.paths import CLASSIFIER_FILE, RunPaths
 
 __all__ = ["classifier_spec", "ensemble_folds", "load_classifier", "pack_ensemble"]
 
@@ -49,7 +49,7 @@ def load_classifier(network: nn.Module, run_dir: str | Path, folder: str) -> nn.
     Raises:
         FileNotFoundError: the classifier stage has not written that file.
     """
-    path = Path(run_dir) / "classifier" / folder / CLASSIFIER_FILE
+    path = RunPaths(Path(run_dir)).classifier_dir / folder / CLASSIFIER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (run the 'classifier' stage first)")
     network.load_state_dict(load_checkpoint(path)["model"])

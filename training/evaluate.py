@@ -12,7 +12,7 @@ positive rate, the images/s those runs allow on this machine, and the expected c
 probabilities before and after the bundle's calibration. Afterwards the held-out metrics are added to the
 bundle's provenance.
 
-Run on its own: ``python -m training.evaluate --config configs/demo-cpu.yaml [--out RUN_DIR]``.
+Run on its own: ``cascade train --config configs/demo-cpu.yaml --stage evaluate [--out RUN_DIR]``.
 """
 
 from __future__ import annotations
@@ -33,14 +33,13 @@ from cascade.datasource import open_labelled
 from cascade.formats import Annotations, read_annotations
 from cascade.imageio import read_image
 from cascade.metric import DiceReport, dice_pairs
-from training.config import STAGES
-from training.gallery import GALLERY_DIR, write_gallery
+from training.gallery import write_gallery
 from training.package import bundle_path, read_class_params, write_bundle
 from training.report import write_report
 from training.thresholds import dice_tables, grid_scores
 from training.workspace import Workspace
 
-__all__ = ["Evaluation", "evaluate_bundle", "heldout_set", "main", "run"]
+__all__ = ["Evaluation", "evaluate_bundle", "heldout_set", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ def heldout_set(ws: Workspace) -> tuple[Path, Annotations, str]:
         where = f"{data.kind} {data.root}" + (f", split {cfg.split}" if cfg.split else "")
         return data.images_dir, data.annotations, f"{where}, {len(data.image_ids)} images"
     if cfg.synth_n > 0:
-        root = ws.run_dir / f"heldout-seed{cfg.synth_seed}-n{cfg.synth_n}"
+        root = ws.paths.heldout_dir(cfg.synth_seed, cfg.synth_n)
         if not (root / "train.csv").is_file() or len(list((root / "train_images").glob("*.jpg"))) != cfg.synth_n:
             from cascade.synth import generate_dataset
 
@@ -286,24 +285,13 @@ def _per_image(seconds: dict[str, float], n_images: int, class_ids: Sequence[int
     return {k: (v + (post if k.startswith("segmenter_") else 0.0)) / n_images for k, v in seconds.items()}
 
 
-def _stage_seconds(run_dir: Path) -> dict[str, float]:
-    """Seconds each finished stage took (``RUN_DIR/stages/*.done``), in pipeline order, for the provenance."""
-    out = {}
-    for stage in STAGES:
-        try:
-            out[stage] = round(float(json.loads((run_dir / "stages" / f"{stage}.done").read_text())["seconds"]), 1)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return out
-
-
 def run(ws: Workspace, resume: bool = False) -> Path:
     """Stage entry point: evaluate the bundle, write ``evaluation.json`` and ``report.md``, update provenance."""
     del resume
     path = bundle_path(ws.config, ws.run_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found (run the 'package' stage first)")
-    thresholds = json.loads((ws.run_dir / "thresholds.json").read_text())
+    thresholds = json.loads(ws.paths.thresholds_json.read_text())
     grid = thresholds["grid"]
     images_dir, annotations, description = heldout_set(ws)
     result = evaluate_bundle(
@@ -311,27 +299,16 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         batch_size=ws.config.evaluate.batch_size, device=str(ws.ctx.device), show_progress=ws.ctx.is_main,
     )  # fmt: skip
     summary = {"data": description, **result.to_dict()}
-    (ws.run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2))
+    ws.paths.evaluation_json.write_text(json.dumps(summary, indent=2))
     classes, validation = read_class_params(ws.run_dir, ws.class_ids)
     write_gallery(
-        ws.run_dir / GALLERY_DIR, path, images_dir, annotations, result.image_dice, result.labels,
+        ws.paths.gallery_dir, path, images_dir, annotations, result.image_dice, result.labels,
         device=str(ws.ctx.device), show_progress=ws.ctx.is_main,
     )  # fmt: skip
     report = write_report(ws.run_dir, ws.config, summary, validation, classes, result, thresholds)
-    write_bundle(ws, {"validation": validation, "heldout": summary, "stage_seconds": _stage_seconds(ws.run_dir)})
+    write_bundle(ws, {"validation": validation, "heldout": summary, "stage_seconds": ws.paths.stage_seconds()})
     logger.info(
         "held-out (%s): cascade %.4f, segment_all %.4f, all-empty %.4f",
         description, result.cascade.mean, result.segment_all.mean, result.empty.mean,
     )  # fmt: skip
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.evaluate``."""
-    from training.pipeline import run_stage_cli
-
-    run_stage_cli("evaluate", argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()

@@ -32,6 +32,7 @@ from cascade.classes import ClassSet
 from cascade.formats import Annotations
 from cascade.imageio import read_image
 from cascade.metric import dice_pairs
+from training.paths import GALLERY_DIR
 
 __all__ = [
     "GALLERY_DIR",
@@ -45,8 +46,6 @@ __all__ = [
     "write_gallery",
 ]
 
-GALLERY_DIR = "gallery"
-"""Folder of the gallery inside a run folder."""
 WORST_IMAGES = 12
 """Worst images drawn by default."""
 PANEL_HEIGHT = 360

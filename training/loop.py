@@ -27,6 +27,7 @@ from tqdm import tqdm
 from training.config import TrainConfig
 from training.distributed import DistContext, all_gather_objects, barrier
 from training.optim import create_optimizer, create_scheduler
+from training.paths import BEST_FILE, LAST_FILE, METRICS_FILE
 
 __all__ = ["FitResult", "capture_rng", "fit", "load_checkpoint", "restore_rng"]
 
@@ -116,7 +117,7 @@ class _MetricsLog:
     """Rank-0 metrics sink: one CSV row per epoch, mirrored to TensorBoard when it is installed."""
 
     def __init__(self, out_dir: Path, enabled: bool, resume: bool) -> None:
-        self.path = out_dir / "metrics.csv"
+        self.path = out_dir / METRICS_FILE
         self.enabled = enabled
         self._writer = None
         if not enabled:
@@ -242,7 +243,7 @@ def fit(
 
     start_epoch, best_epoch, best_score, bad_epochs = 0, 0, float("-inf"), 0
     last_score = float("nan")
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    last_path, best_path = out_dir / LAST_FILE, out_dir / BEST_FILE
     if resume and last_path.is_file():
         state = load_checkpoint(last_path, ctx.device)
         model.load_state_dict(state["model"])

@@ -2,7 +2,7 @@
 probability wrongly rates high. They join the class's positives in its segmenter's training set, so the
 segmenter learns to leave look-alikes empty (the gate lets exactly such images through).
 
-Run on its own: ``python -m training.mine_hard_negatives --config configs/demo-cpu.yaml --out RUN_DIR``
+Run on its own: ``cascade train --config configs/demo-cpu.yaml --stage hard_negatives --out RUN_DIR``
 (needs ``RUN_DIR/classifier/oof.csv``). Writes ``RUN_DIR/hard_negatives.csv`` with columns
 ``ImageId,ClassId,probability,kind`` (``kind`` = ``hard`` or ``random``).
 """
@@ -14,14 +14,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cascade.constants import CLASS_IDS
-from training.config import HardNegativeConfig, PipelineConfig
+from training.config import HardNegativeConfig
 from training.oof import read_oof
 
-__all__ = ["HardNegative", "main", "mine_hard_negatives", "read_hard_negatives", "run", "write_hard_negatives"]
+if TYPE_CHECKING:
+    from training.workspace import Workspace
+
+__all__ = ["HardNegative", "mine_hard_negatives", "read_hard_negatives", "run", "write_hard_negatives"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,22 +122,12 @@ def read_hard_negatives(path: str | Path) -> list[HardNegative]:
         ]
 
 
-def run(config: PipelineConfig, run_dir: str | Path) -> Path:
+def run(ws: Workspace, resume: bool = False) -> Path:
     """Stage entry point: read ``classifier/oof.csv``, mine, write ``hard_negatives.csv``."""
-    run_dir = Path(run_dir)
-    oof = read_oof(run_dir / "classifier" / "oof.csv")
+    del resume
+    config = ws.config
+    oof = read_oof(ws.paths.oof_csv)
     negatives = mine_hard_negatives(
         oof.image_ids, oof.probabilities, oof.labels, config.hard_negatives, config.seed, oof.class_ids
     )
-    return write_hard_negatives(run_dir / "hard_negatives.csv", negatives)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.mine_hard_negatives``."""
-    from training.pipeline import run_stage_cli
-
-    run_stage_cli("hard_negatives", argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()
+    return write_hard_negatives(ws.paths.hard_negatives_csv, negatives)

@@ -31,6 +31,7 @@ from models.ensemble import EnsembleMean
 from training.config import PipelineConfig
 from training.ensemble import classifier_spec, ensemble_folds, load_classifier
 from training.loop import load_checkpoint
+from training.paths import RunPaths
 from training.recipe import config_to_dict
 from training.workspace import Workspace, build_classifier, build_segmenter
 
@@ -41,7 +42,6 @@ __all__ = [
     "in_memory_bundle",
     "install_embedded",
     "load_trained",
-    "main",
     "make_provenance",
     "ood_reference",
     "read_class_params",
@@ -58,7 +58,7 @@ EMBEDDED_MAX_BYTES: int = 20 * 1024 * 1024
 
 def bundle_path(config: PipelineConfig, run_dir: str | Path) -> Path:
     """Where the run's bundle is written."""
-    return Path(run_dir) / config.package.file_name
+    return RunPaths(Path(run_dir)).bundle(config.package.file_name)
 
 
 def build_manifest(
@@ -112,7 +112,7 @@ def load_trained(ws: Workspace) -> tuple[nn.Module, dict[int, nn.Module]]:
         classifier = load_classifier(build_classifier(ws.config, n_classes), run_dir, "final")
     segmenters: dict[int, nn.Module] = {}
     for class_id in ws.class_ids:
-        path = run_dir / "segmenter" / f"class{class_id}" / "best.pt"
+        path = ws.paths.segmenter_weights(class_id)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found (run the 'segmenter' stage with class {class_id} in segmenter.class_ids)"
@@ -130,7 +130,7 @@ def read_class_params(
     Raises:
         FileNotFoundError: the tuning stage has not run.
     """
-    path = Path(run_dir) / "thresholds.json"
+    path = RunPaths(Path(run_dir)).thresholds_json
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (run the 'tune' stage first)")
     record = json.loads(path.read_text())
@@ -148,7 +148,7 @@ def read_gate(
 
     Files written before either existed give ``((), None)``.
     """
-    record = json.loads((Path(run_dir) / "thresholds.json").read_text())
+    record = json.loads(RunPaths(Path(run_dir)).thresholds_json.read_text())
     calibration: tuple[Calibration, ...] = ()
     if record.get("calibration"):
         per_class = record["calibration"]["classes"]
@@ -160,7 +160,7 @@ def read_gate(
 def ood_reference(ws: Workspace) -> OodReference:
     """The out-of-distribution reference of the images the shipped networks trained on (the tune fold's training
     part), fitted once and kept in ``RUN_DIR/ood_reference.json``."""
-    path = ws.run_dir / "ood_reference.json"
+    path = ws.paths.ood_reference_json
     if path.is_file():
         return OodReference.from_dict(json.loads(path.read_text()))
     train_ids, _ = ws.tune_split
@@ -291,14 +291,3 @@ def install_embedded(path: str | Path, name: str = "demo") -> Path:
     tmp.replace(target)
     logger.info("installed %s as the embedded bundle %r: %s", path, name, target)
     return target
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.package``."""
-    from training.pipeline import run_stage_cli
-
-    run_stage_cli("package", argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()

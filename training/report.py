@@ -23,6 +23,7 @@ from cascade.manifest import ClassParams
 from training.config import PipelineConfig
 from training.gallery import gallery_section
 from training.gate_report import gate_section
+from training.paths import METRICS_FILE, RunPaths
 
 if TYPE_CHECKING:
     from training.evaluate import Evaluation
@@ -199,9 +200,10 @@ def _read_metrics(path: Path) -> dict[str, np.ndarray]:
 def plot_loss_curves(path: Path, run_dir: Path) -> Path | None:
     """Training loss (top) and the first validation metric (bottom) per epoch of every classifier fold and
     segmenter, from ``RUN_DIR/{classifier,segmenter}/*/metrics.csv``; None when there are none."""
+    paths = RunPaths(run_dir)
     groups = {
-        group: {p.parent.name: _read_metrics(p) for p in sorted((run_dir / group).glob("*/metrics.csv"))}
-        for group in ("classifier", "segmenter")
+        group: {p.parent.name: _read_metrics(p) for p in sorted(folder.glob(f"*/{METRICS_FILE}"))}
+        for group, folder in (("classifier", paths.classifier_dir), ("segmenter", paths.segmenter_dir))
     }
     groups = {g: {k: m for k, m in runs.items() if "epoch" in m and "train_loss" in m} for g, runs in groups.items()}
     groups = {g: runs for g, runs in groups.items() if runs}
@@ -263,7 +265,7 @@ def write_report(
     grid = thresholds["grid"]
     class_ids, class_names = result.cascade.class_ids, result.cascade.class_names
     curves: dict[str, dict[int, np.ndarray]] = {"held-out": result.grid_scores}
-    tune_path = run_dir / "tune_scores.npz"
+    tune_path = RunPaths(run_dir).tune_scores_npz
     if tune_path.is_file():
         with np.load(tune_path) as data:
             curves = {"validation": {c: data[f"class{c}"] for c in class_ids}, **curves}
@@ -329,6 +331,6 @@ def write_report(
         *gate_section(run_dir, result, thresholds, summary),
         *gallery_section(run_dir),
     ]
-    path = run_dir / "report.md"
+    path = RunPaths(run_dir).report_md
     path.write_text("\n".join(lines))
     return path

@@ -17,7 +17,7 @@ checkpoints. The shipped classifier (``classifier/final/classifier.pt``) is, by 
 With ``classifier.parallel_folds > 1`` on CPU (no torchrun), that many folds train at once in spawned
 processes sharing the threads; each writes its ``fold<k>/done.json`` as a sequential run does.
 
-Run on its own: ``python -m training.train_classifier --config configs/demo-cpu.yaml [--out RUN_DIR]``;
+Run on its own: ``cascade train --config configs/demo-cpu.yaml --stage classifier [--out RUN_DIR]``;
 under ``torchrun`` each fold trains with DDP.
 """
 
@@ -46,13 +46,13 @@ from training.distributed import DistContext, barrier
 from training.inference import classifier_metrics, predict_probabilities
 from training.loop import fit
 from training.oof import OofTable, write_oof
+from training.paths import CLASSIFIER_FILE
 from training.workspace import Workspace, build_classifier, open_workspace, seed_everything
 
-__all__ = ["CLASSIFIER_FILE", "main", "run", "train_fold"]
+__all__ = ["run", "train_fold"]
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_FILE = "classifier.pt"
 """Plain classifier weights (``{"model": state_dict}``) in each fold folder and in ``final/``."""
 
 
@@ -99,7 +99,7 @@ def train_fold(ws: Workspace, fold: int, resume: bool = False) -> tuple[int, np.
     """
     config = ws.config
     train_ids, val_ids = ws.folds[fold]
-    fold_dir = ws.run_dir / "classifier" / f"fold{fold}"
+    fold_dir = ws.paths.classifier_fold_dir(fold)
     seed_everything(config.seed + fold)
     model, loss = _model_and_loss(ws)
     train_ds, val_ds = _datasets(ws, train_ids, val_ids, config.seed + fold)
@@ -136,7 +136,7 @@ def _fold_process(config: PipelineConfig, run_dir: str, fold: int, resume: bool,
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process ends with the fold)
     ws = open_workspace(config, run_dir, DistContext(), write_folds=False)
     best_epoch, probabilities = train_fold(ws, fold, resume=resume)
-    done = ws.run_dir / "classifier" / f"fold{fold}" / "done.json"
+    done = ws.paths.classifier_fold_done(fold)
     _write_fold_done(done, best_epoch, ws.folds[fold][1], probabilities)
 
 
@@ -172,9 +172,9 @@ def _refit(ws: Workspace, epochs: int, resume: bool) -> None:
     ids = list(ws.image_ids)
     train_ds, _ = _datasets(ws, ids, ids[:1], config.seed + 1000)
     loader = make_train_loader(train_ds, ws.ctx, train.batch_size, config.data.num_workers, config.seed + 1000)
-    final = ws.run_dir / "classifier" / "final"
+    final = ws.paths.classifier_final_dir
     fit(model, loader, loss, train, final, ws.ctx, resume=resume, desc="classifier refit")
-    _save_classifier(ws, model, final / CLASSIFIER_FILE)
+    _save_classifier(ws, model, ws.paths.classifier_weights)
 
 
 def run(ws: Workspace, resume: bool = False) -> Path:
@@ -187,13 +187,13 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         Path of the final classifier weights (``classifier/final/classifier.pt``).
     """
     config = ws.config
-    out = ws.run_dir / "classifier"
+    paths = ws.paths
     n = len(ws.image_ids)
     index = {image_id: i for i, image_id in enumerate(ws.image_ids)}
     probabilities = np.full((n, len(ws.class_ids)), np.nan)
     folds = np.full(n, -1, dtype=np.int64)
     best_epochs: list[int] = []
-    pending = [k for k in range(len(ws.folds)) if not (resume and (out / f"fold{k}" / "done.json").is_file())]
+    pending = [k for k in range(len(ws.folds)) if not (resume and paths.classifier_fold_done(k).is_file())]
     workers = _parallel_workers(ws, len(pending))
     in_processes = set(pending) if workers > 1 else set()
     if in_processes:
@@ -201,7 +201,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     else:
         ws.store.preload(ws.image_ids, show_progress=ws.ctx.is_main)
     for k, (_, val_ids) in enumerate(ws.folds):
-        done = out / f"fold{k}" / "done.json"
+        done = paths.classifier_fold_done(k)
         if k in in_processes or (resume and done.is_file()):
             record = json.loads(done.read_text())
             best_epoch, probs = record["best_epoch"], np.asarray(record["probabilities"], dtype=np.float64)
@@ -215,9 +215,9 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         probabilities[rows], folds[rows] = probs, k
         best_epochs.append(best_epoch)
     if ws.ctx.is_main:
-        write_oof(out / "oof.csv", OofTable(tuple(ws.image_ids), folds, probabilities, ws.labels, ws.class_ids))
+        write_oof(paths.oof_csv, OofTable(tuple(ws.image_ids), folds, probabilities, ws.labels, ws.class_ids))
         logger.info("out-of-fold classifier metrics: %s", classifier_metrics(probabilities, ws.labels))
-    final = out / "final" / CLASSIFIER_FILE
+    final = paths.classifier_weights
     if config.classifier.final == "refit":
         epochs = max(1, int(np.median(best_epochs)))
         logger.info(
@@ -226,17 +226,6 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         _refit(ws, epochs, resume)
     elif ws.ctx.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / f"fold{config.data.tune_fold}" / CLASSIFIER_FILE, final)
+        shutil.copyfile(paths.classifier_fold_dir(config.data.tune_fold) / CLASSIFIER_FILE, final)
     barrier()
     return final
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.train_classifier``."""
-    from training.pipeline import run_stage_cli
-
-    run_stage_cli("classifier", argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ started from the trained classifier (``segmenter.init_from_classifier``). It is 
 mean per-image Dice over the same kinds of images of the fold's validation part, at full size. An epoch is
 the training list repeated up to ``train.min_samples`` samples, so rare classes get enough steps.
 
-Run on its own: ``python -m training.train_segmenter --config configs/demo-cpu.yaml [--out RUN_DIR]``
+Run on its own: ``cascade train --config configs/demo-cpu.yaml --stage segmenter [--out RUN_DIR]``
 (needs ``hard_negatives.csv``); under ``torchrun`` each class trains with DDP.
 """
 
@@ -27,17 +27,16 @@ from training.data import SegmenterDataset, build_augmentations, make_train_load
 from training.inference import segmenter_dice
 from training.loop import fit
 from training.mine_hard_negatives import read_hard_negatives
-from training.train_classifier import CLASSIFIER_FILE
 from training.workspace import Workspace, build_segmenter, seed_everything
 
-__all__ = ["main", "run", "segmenter_image_ids", "train_class"]
+__all__ = ["run", "segmenter_image_ids", "train_class"]
 
 logger = logging.getLogger(__name__)
 
 
 def segmenter_image_ids(ws: Workspace, class_id: int, split_ids: Sequence[str]) -> list[str]:
     """The images of ``split_ids`` a class's segmenter uses: its positives, then its mined negatives."""
-    path = ws.run_dir / "hard_negatives.csv"
+    path = ws.paths.hard_negatives_csv
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (run the 'hard_negatives' stage first)")
     negatives = {n.image_id for n in read_hard_negatives(path) if n.class_id == class_id}
@@ -60,12 +59,12 @@ def train_class(ws: Workspace, class_id: int, resume: bool = False) -> dict[str,
     train_split, val_split = ws.tune_split
     train_ids = segmenter_image_ids(ws, class_id, train_split)
     val_ids = segmenter_image_ids(ws, class_id, val_split)
-    out = ws.run_dir / "segmenter" / f"class{class_id}"
+    out = ws.paths.segmenter_class_dir(class_id)
     seed = config.seed + 100 * class_id
     seed_everything(seed)
     start = None
     if spec.init_from_classifier:
-        start = ws.run_dir / "classifier" / "final" / CLASSIFIER_FILE
+        start = ws.paths.classifier_weights
         if not start.is_file():
             raise FileNotFoundError(f"{start} not found (run the 'classifier' stage first)")
     model = build_segmenter(config, class_id, pretrained=start)
@@ -74,7 +73,8 @@ def train_class(ws: Workspace, class_id: int, resume: bool = False) -> dict[str,
                        config.data.tune_fold)  # fmt: skip
         if ws.ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "epoch": 0, "score": float("nan")}, out / "best.pt")
+            untrained = {"model": model.state_dict(), "epoch": 0, "score": float("nan")}
+            torch.save(untrained, ws.paths.segmenter_weights(class_id))
         return {"best_epoch": 0, "best_dice": float("nan"), "train_images": 0, "val_images": len(val_ids)}
     repeats = max(1, math.ceil(spec.train.min_samples / len(train_ids)))
     masks = ws.mask_reader(class_id)
@@ -114,25 +114,13 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     Returns:
         The ``segmenter`` folder.
     """
-    out = ws.run_dir / "segmenter"
     ws.store.preload(ws.image_ids, show_progress=ws.ctx.is_main)
     for class_id in ws.segmenter_class_ids:
-        done = out / f"class{class_id}" / "done.json"
+        done = ws.paths.segmenter_done(class_id)
         if resume and done.is_file():
             logger.info("segmenter %d already trained; skipping", class_id)
             continue
         summary = train_class(ws, class_id, resume=resume)
         if ws.ctx.is_main:
             done.write_text(json.dumps(summary))
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.train_segmenter``."""
-    from training.pipeline import run_stage_cli
-
-    run_stage_cli("segmenter", argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()
+    return ws.paths.segmenter_dir

@@ -17,7 +17,7 @@ Writes ``thresholds.json`` (chosen ``ClassParams`` per class, the validation Dic
 and all-empty, the calibration with its ECE and AUC before/after, and the gate curve) and ``tune_scores.npz``
 (the full grids, for the report's sweep plots).
 
-Run on its own: ``python -m training.tune_thresholds --config configs/demo-cpu.yaml [--out RUN_DIR]``.
+Run on its own: ``cascade train --config configs/demo-cpu.yaml --stage tune [--out RUN_DIR]``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from training.package import in_memory_bundle
 from training.thresholds import ClassTuning, dice_tables, pick_best, tune_class
 from training.workspace import Workspace
 
-__all__ = ["CascadeTuning", "compute_dice_tables", "main", "run", "tune_cascade"]
+__all__ = ["CascadeTuning", "compute_dice_tables", "run", "tune_cascade"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     config = ws.config
     grid = config.tune
     _, val_ids = ws.tune_split
-    oof = read_oof(ws.run_dir / "classifier" / "oof.csv").select(val_ids)
+    oof = read_oof(ws.paths.oof_csv).select(val_ids)
     predictor = CascadePredictor(
         in_memory_bundle(ws), device=str(ws.ctx.device), runtime="torch", tta=config.package.tta
     )
@@ -298,9 +298,9 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         "calibration": tuned.calibration_report or None,
         "gate_curve": curve.to_dict(),
     }
-    path = ws.run_dir / "thresholds.json"
+    path = ws.paths.thresholds_json
     path.write_text(json.dumps(record, indent=2))
-    np.savez_compressed(ws.run_dir / "tune_scores.npz", **{f"class{c}": r.scores for c, r in results.items()})
+    np.savez_compressed(ws.paths.tune_scores_npz, **{f"class{c}": r.scores for c, r in results.items()})
     for class_id in ws.class_ids:  # validate what we wrote
         ClassParams(**record["classes"][str(class_id)]["params"])
     GateCurve.from_dict(record["gate_curve"])
@@ -311,14 +311,3 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         curve.dice_only.runs_per_image, validation["dice_segment_all"], validation["dice_empty"],
     )  # fmt: skip
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.tune_thresholds``."""
-    from training.pipeline import run_stage_cli
-
-    run_stage_cli("tune", argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()

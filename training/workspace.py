@@ -25,6 +25,7 @@ from cascade.rle import decode
 from training.config import PipelineConfig
 from training.data import ImageStore
 from training.distributed import DistContext
+from training.paths import RunPaths
 
 __all__ = ["Workspace", "build_classifier", "build_segmenter", "open_workspace", "seed_everything"]
 
@@ -89,6 +90,11 @@ class Workspace:
     folds: list[tuple[list[str], list[str]]]
     store: ImageStore
     normalization: Normalization
+
+    @property
+    def paths(self) -> RunPaths:
+        """Every file of the run folder."""
+        return RunPaths(self.run_dir)
 
     @property
     def image_ids(self) -> tuple[str, ...]:
@@ -179,7 +185,7 @@ def open_workspace(
     if ctx.is_main and write_folds:
         run_dir.mkdir(parents=True, exist_ok=True)
         fold_of = {image_id: k for k, (_, val) in enumerate(folds) for image_id in val}
-        with (run_dir / "folds.csv").open("w", newline="") as f:
+        with RunPaths(run_dir).folds_csv.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["ImageId", "fold"])
             writer.writerows((image_id, fold_of[image_id]) for image_id in annotations.image_ids)
