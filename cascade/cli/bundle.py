@@ -33,6 +33,10 @@ def _size(path: Path) -> str:
     return f"{total / 1e6:.1f} MB"
 
 
+def _ensemble(spec: Any) -> str:
+    return f" x{spec.members} averaged on {spec.average}" if spec.members > 1 else ""
+
+
 def format_info(path: Path, manifest: Any, summary: dict[str, dict[str, Any]]) -> str:
     """Readable multi-line description of a bundle's manifest and weights."""
 
@@ -49,13 +53,14 @@ def format_info(path: Path, manifest: Any, summary: dict[str, dict[str, Any]]) -
         f"Bundle:         {path} ({form}, {_size(path)})",
         f"Format version: {manifest.format_version}",
         f"Classifier:     {manifest.classifier.arch} {manifest.classifier.name} "
-        f"{_compact(manifest.classifier.kwargs)} - {weights('classifier')}",
+        f"{_compact(manifest.classifier.kwargs)}{_ensemble(manifest.classifier)} - {weights('classifier')}",
         "Segmenters:",
     ]
     for cid, name in zip(manifest.class_ids, manifest.class_names, strict=True):
         spec = manifest.segmenters[cid]
         lines.append(
-            f"  {cid} {name:<16} {spec.arch} {spec.name} {_compact(spec.kwargs)} - {weights(f'segmenter.{cid}')}"
+            f"  {cid} {name:<16} {spec.arch} {spec.name} {_compact(spec.kwargs)}{_ensemble(spec)} "
+            f"- {weights(f'segmenter.{cid}')}"
         )
     lines += [
         f"Normalization:  mean {norm.mean}, std {norm.std} (on RGB/255)",
