@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from torch import nn
 import cascade
 from cascade.bundle import MANIFEST_KEY, BundleError, load_bundle, read_manifest
 from cascade.manifest import ENSEMBLE_AVERAGES, BundleManifest, ModelSpec
-from cascade.runtimes import create_runtime
+from cascade.runtimes import available_runtimes, create_runtime
 from cascade.runtimes.parity import compare, run_outputs
 from models.ensemble import AVERAGES, EnsembleMean
 from tests.fixtures.models import TINY_CLASSIFIER, TINY_SEGMENTER, make_tiny_bundle
@@ -166,20 +165,19 @@ def test_manifest_json_round_trip_keeps_the_ensemble(ensemble_path: Path) -> Non
 
 
 # ---------------------------------------------------------------------------------------------- runtimes
-_RUNTIMES = ["onnx", "openvino"]
-
-
-@pytest.mark.parametrize("runtime", _RUNTIMES)
+@pytest.mark.parametrize("runtime", ["onnx", "openvino", "torch-bf16", "openvino-bf16"])
 def test_ensemble_exports_and_passes_parity(ensemble_path: Path, runtime: str, tmp_path: Path) -> None:
-    if find_spec("onnxruntime" if runtime == "onnx" else "openvino") is None:
-        pytest.skip(f"{runtime} not installed (extra 'export')")
+    if runtime not in available_runtimes("cpu"):
+        pytest.skip(f"runtime {runtime} unavailable here (engine not installed or no native bf16)")
     bundle = load_bundle(ensemble_path)
     reference = create_runtime("torch", bundle)
     candidate = create_runtime(runtime, bundle, cache_dir=tmp_path)
     batch = np.random.default_rng(0).standard_normal((2, 3, 64, 128)).astype(np.float32)
     ref, out = run_outputs(reference, batch), run_outputs(candidate, batch)
-    parity = compare(ref, out, precision="fp32", pixel_thresholds=[0.5] * 4)
-    assert parity.passed, parity
+    parity = compare(ref, out, precision=candidate.precision, pixel_thresholds=[0.5] * 4)
+    assert parity.prob_max_abs <= parity.tolerance, parity  # the ensemble: the classifier's probabilities
+    if candidate.precision == "fp32":  # random-weight segmenters sit near 0.5, where bf16 flips pixels
+        assert parity.passed, parity
     # the exported graph averages too: it differs from any single member's probabilities
     with torch.inference_mode():
         member = torch.sigmoid(bundle.classifier.members[0](torch.from_numpy(batch))).numpy()
