@@ -87,6 +87,14 @@ def train(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe value, e.g. --set classifier.train.epochs=2 (repeatable)."
     ),
+    unlabelled: Path | None = typer.Option(
+        None,
+        "--unlabelled",
+        "-u",
+        file_okay=False,
+        help="Folder of unlabelled images for the pseudo_label stage (overrides pseudo_label.unlabelled; with it, "
+        "a run of every stage ends with pseudo-labelling rounds).",
+    ),
 ) -> None:
     """Train the cascade: classifier folds, hard negatives, segmenters, thresholds, bundle, evaluation report.
 
@@ -109,9 +117,13 @@ def train(
         values = parse_overrides(overrides)
         if data is not None:
             values["data.dir"] = str(data)
+        if unlabelled is not None:
+            values["pseudo_label.unlabelled"] = str(unlabelled)
         recipe = load_config(config, values)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if "pseudo_label" in stage and recipe.pseudo_label.unlabelled is None:
+        raise typer.BadParameter("the pseudo_label stage needs --unlabelled DIR (or pseudo_label.unlabelled)")
     try:
         result = run_pipeline(recipe, out, stages=stage or None, resume=resume, install_embedded=install_embedded)
     except (FileNotFoundError, DataSourceError) as exc:  # missing/bad data or an earlier stage's output: no traceback
@@ -125,6 +137,9 @@ def train(
     report = RunPaths(result.run_dir).report_md
     if report.is_file():
         print(f"report: {report}")
+    pseudo = RunPaths(result.run_dir).pseudo_report_md
+    if pseudo.is_file() and (not stage or "pseudo_label" in stage):
+        print(f"pseudo-labelling report: {pseudo}")
     if result.installed is not None:
         print(f"installed embedded bundle {recipe.package.embedded_name!r}: {result.installed}")
     evaluation = RunPaths(result.run_dir).evaluation_json

@@ -20,6 +20,7 @@ __all__ = [
     "OptimizerConfig",
     "PackageConfig",
     "PipelineConfig",
+    "PseudoLabelConfig",
     "SchedulerConfig",
     "SegmenterConfig",
     "TrainConfig",
@@ -348,6 +349,56 @@ class PackageConfig:
 
 
 @dataclass(frozen=True)
+class PseudoLabelConfig:
+    """The ``pseudo_label`` stage: label an unlabelled folder with the run's bundle and retrain on it.
+
+    A class of an unlabelled image is *present* when its probability is >= ``present_threshold`` and its predicted
+    mask (the bundle's post-processing) is confident: at least ``mask_confidence`` of its pixels have a segmenter
+    probability >= ``pixel_confidence``; it is *absent* when its probability is <= ``absent_threshold``; else it is
+    uncertain. An image is kept only when none of its classes is uncertain (the classifier needs all its labels).
+
+    Attributes:
+        unlabelled: folder of unlabelled images (``--unlabelled`` overrides it); None: the stage does not run.
+        rounds: rounds of predict -> select -> retrain (classifier, hard negatives, segmenters, tune, package,
+            evaluate); each round's teacher is the previous round's bundle.
+        present_threshold: minimum class probability to call a class present.
+        absent_threshold: maximum class probability to call a class absent.
+        pixel_confidence: segmenter probability that makes a pixel of a predicted mask confident.
+        mask_confidence: minimum share of confident pixels in the predicted mask of a present class.
+        soft: soft labels (the teacher's probabilities as classifier targets and its probability maps as
+            segmenter targets) instead of hard ones (0/1 and the post-processed masks).
+        include_clean: keep images whose classes are all confidently absent.
+        max_images: use at most this many unlabelled images, spread evenly over the sorted folder.
+        batch_size: images per prediction call.
+    """
+
+    unlabelled: str | None = None
+    rounds: int = 2
+    present_threshold: float = 0.9
+    absent_threshold: float = 0.1
+    pixel_confidence: float = 0.8
+    mask_confidence: float = 0.6
+    soft: bool = False
+    include_clean: bool = True
+    max_images: int | None = None
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"pseudo_label.rounds={self.rounds} must be >= 1")
+        if not 0.0 <= self.absent_threshold < self.present_threshold <= 1.0:
+            raise ValueError(
+                f"pseudo_label needs 0 <= absent_threshold < present_threshold <= 1, got "
+                f"{self.absent_threshold} and {self.present_threshold}"
+            )
+        for name in ("pixel_confidence", "mask_confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"pseudo_label.{name}={getattr(self, name)} must be in [0, 1]")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"pseudo_label.max_images={self.max_images} must be >= 1 (or null for all)")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The whole recipe: one YAML file.
 
@@ -373,3 +424,4 @@ class PipelineConfig:
     tune: TuneConfig = TuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     package: PackageConfig = PackageConfig()
+    pseudo_label: PseudoLabelConfig = PseudoLabelConfig()

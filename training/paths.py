@@ -14,7 +14,8 @@ Layout of a run folder::
     <package.file_name>  ood_reference.json
     evaluation.json  report.md  gallery/  heldout-seed<S>-n<N>/
     stages/<stage>.done
-    pseudo_label/round<r>/  (a run folder of its own per round) + pseudo_label/summary.json, report.md
+    pseudo_label/round<r>/  a run folder of its own per round, plus pseudo_labels.csv, soft_masks/, images/,
+                            round.json; pseudo_label/summary.json, pseudo_label/report.md
 """
 
 from __future__ import annotations
@@ -185,21 +186,26 @@ class RunPaths:
         """Run folder of pseudo-labelling round ``round_`` (>= 1; round 0 is the run folder itself)."""
         return self.pseudo_label_dir / f"round{round_}"
 
-    def pseudo_labels_csv(self, round_: int) -> Path:
-        """The pseudo-labels a round trained on (one row per kept image and class)."""
-        return self.pseudo_round_dir(round_) / "pseudo_labels.csv"
+    @property
+    def pseudo_labels_csv(self) -> Path:
+        """In a round's folder: the pseudo-labels it trains on (one row per kept image); its presence makes the
+        round's workspace add them to the training data."""
+        return self.root / "pseudo_labels.csv"
 
-    def pseudo_soft_dir(self, round_: int) -> Path:
-        """Soft pseudo-label masks of a round (``<image id>.npz``, ``(C, H, W)`` uint8 probabilities x 255)."""
-        return self.pseudo_round_dir(round_) / "soft_masks"
+    @property
+    def soft_masks_dir(self) -> Path:
+        """In a round's folder: soft pseudo-label masks (``<image id>.npz``, ``(C, H, W)`` uint8 probability x 255)."""
+        return self.root / "soft_masks"
 
-    def pseudo_images_dir(self, round_: int) -> Path:
-        """A round's image folder: links to the labelled images and to the kept unlabelled ones."""
-        return self.pseudo_round_dir(round_) / "images"
+    @property
+    def pseudo_images_dir(self) -> Path:
+        """In a round's folder: links to the labelled images and to the kept unlabelled ones."""
+        return self.root / "images"
 
-    def pseudo_round_json(self, round_: int) -> Path:
-        """A finished round's summary (validation Dice, pseudo-label counts); its presence marks the round done."""
-        return self.pseudo_round_dir(round_) / "round.json"
+    @property
+    def round_json(self) -> Path:
+        """In a round's folder: its summary (validation Dice, pseudo-label counts); marks the round finished."""
+        return self.root / "round.json"
 
     @property
     def pseudo_summary_json(self) -> Path:

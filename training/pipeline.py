@@ -83,6 +83,13 @@ def _evaluate(ws: Workspace, resume: bool) -> Any:
     return evaluate.run(ws, resume)
 
 
+def _pseudo_label(ws: Workspace, resume: bool) -> Any:
+    """Rounds of pseudo-labelling; each round is a run folder of its own through :data:`BASE_STAGES`."""
+    from training import pseudo_label
+
+    return pseudo_label.run(ws, resume, lambda round_ws: run_stages(round_ws, BASE_STAGES, resume=True))
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of the pipeline.
@@ -107,7 +114,7 @@ class Stage:
 
     def enabled(self, config: PipelineConfig) -> bool:
         """Whether a run of every stage (no ``--stage``) includes this one."""
-        return not self.optional
+        return not self.optional or config.pseudo_label.unlabelled is not None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -124,6 +131,9 @@ STAGES: tuple[Stage, ...] = (
           (lambda p: p.ood_reference_json,), "the bundle with its provenance"),
     Stage("evaluate", _evaluate, False, (lambda p: p.thresholds_json,),
           (lambda p: p.evaluation_json, lambda p: p.report_md), "held-out Dice and report.md"),
+    Stage("pseudo_label", _pseudo_label, True, (lambda p: p.thresholds_json,),
+          (lambda p: p.pseudo_summary_json, lambda p: p.pseudo_report_md),
+          "rounds of retraining on labelled + confidently pseudo-labelled unlabelled images", optional=True),
 )  # fmt: skip
 """The pipeline's stages, in the order they run."""
 
@@ -240,6 +250,8 @@ def run_pipeline(
     from training.workspace import open_workspace
 
     chosen = [stage(name).name for name in stages] if stages else [s.name for s in STAGES if s.enabled(config)]
+    if "pseudo_label" in chosen and config.pseudo_label.unlabelled is None:
+        raise ValueError("the pseudo_label stage needs an unlabelled folder (--unlabelled, pseudo_label.unlabelled)")
     run_dir = Path(run_dir or config.out)
     ctx: DistContext = init_distributed(config.device)
     try:

@@ -53,8 +53,6 @@ __all__ = ["run", "train_fold"]
 
 logger = logging.getLogger(__name__)
 
-"""Plain classifier weights (``{"model": state_dict}``) in each fold folder and in ``final/``."""
-
 
 def _datasets(ws: Workspace, train_ids: list[str], val_ids: list[str], seed: int) -> tuple[ClassifierDataset, ...]:
     config = ws.config
@@ -65,8 +63,9 @@ def _datasets(ws: Workspace, train_ids: list[str], val_ids: list[str], seed: int
     stride = config.input.stride
     deep = config.classifier.aux_mask_weight > 0
     masks = ws.all_masks if deep or paste else None  # copy_paste needs the masks to label what it pastes
-    train = ClassifierDataset(
-        ws.store, train_ids, labels, ws.normalization, transform, seed=seed, stride=stride, masks=masks,
+    train = ClassifierDataset(  # targets: soft pseudo-labels are probabilities
+        ws.store, train_ids, ws.targets_of(train_ids), ws.normalization, transform, seed=seed, stride=stride,
+        masks=masks,
         mask_output=deep,
     )  # fmt: skip
     val = ClassifierDataset(ws.store, val_ids, ws.labels_of(val_ids), ws.normalization, None, stride=stride)
@@ -169,7 +168,7 @@ def _refit(ws: Workspace, epochs: int, resume: bool) -> None:
     train = dataclasses.replace(config.classifier.train, epochs=epochs)
     seed_everything(config.seed + 1000)
     model, loss = _model_and_loss(ws)
-    ids = list(ws.image_ids)
+    ids = list(ws.train_ids)
     train_ds, _ = _datasets(ws, ids, ids[:1], config.seed + 1000)
     loader = make_train_loader(train_ds, ws.ctx, train.batch_size, config.data.num_workers, config.seed + 1000)
     final = ws.paths.classifier_final_dir

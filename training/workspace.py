@@ -27,7 +27,15 @@ from training.data import ImageStore
 from training.distributed import DistContext
 from training.paths import RunPaths
 
-__all__ = ["Workspace", "build_classifier", "build_segmenter", "open_workspace", "seed_everything"]
+__all__ = [
+    "PseudoLabels",
+    "Workspace",
+    "build_classifier",
+    "build_segmenter",
+    "open_workspace",
+    "read_pseudo_labels",
+    "seed_everything",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,60 @@ def build_segmenter(config: PipelineConfig, class_id: int, pretrained: bool | st
     return create_segmenter(spec.arch, spec.encoder, pretrained=source, **spec.kwargs_for(class_id))
 
 
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Pseudo-labelled images a round trains on besides the labelled ones (``training.pseudo_label``).
+
+    Attributes:
+        image_ids: the kept unlabelled images.
+        labels: ``(P, C)`` bool presence (a class is present when its pseudo-mask is).
+        targets: ``(P, C)`` float32 classifier targets: the labels (hard) or the teacher's probabilities (soft).
+        rles: image id -> one RLE per class of its (hard) pseudo-mask at full size.
+        shapes: image id -> full ``(H, W)``.
+        soft_dir: folder of soft masks (``<image id>.npz``, ``masks`` ``(C, H, W)`` uint8 probability x 255) the
+            segmenters train on instead of the hard masks; None for hard labels.
+    """
+
+    image_ids: tuple[str, ...]
+    labels: np.ndarray
+    targets: np.ndarray
+    rles: dict[str, tuple[str, ...]]
+    shapes: dict[str, tuple[int, int]]
+    soft_dir: Path | None = None
+
+    def hard_masks(self, image_id: str) -> np.ndarray:
+        """Full-size ``(C, H, W)`` bool pseudo-masks of an image."""
+        shape = self.shapes[image_id]
+        return np.stack([decode(rle, shape) for rle in self.rles[image_id]])
+
+    def soft_mask(self, image_id: str, k: int) -> np.ndarray:
+        """Full-size ``(H, W)`` float32 soft pseudo-mask of class index ``k`` (``soft_dir`` must be set)."""
+        with np.load(Path(self.soft_dir) / f"{image_id}.npz") as data:  # type: ignore[arg-type]
+            return data["masks"][k].astype(np.float32) / 255.0
+
+
+def read_pseudo_labels(path: str | Path, class_ids: tuple[int, ...], soft_dir: Path | None) -> PseudoLabels:
+    """Read a round's ``pseudo_labels.csv`` (columns ``ImageId,height,width`` and per class ``label_<c>``,
+    ``target_<c>``, ``rle_<c>``; written by ``training.pseudo_label``).
+
+    Raises:
+        ValueError: a column of one of ``class_ids`` is missing.
+    """
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in class_ids if rows and f"label_{c}" not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} has no columns for classes {missing}; delete the round folder and rerun")
+    ids = tuple(r["ImageId"] for r in rows)
+    width = len(class_ids)
+    labels = np.array([[r[f"label_{c}"] == "1" for c in class_ids] for r in rows], dtype=bool).reshape(-1, width)
+    targets = np.array([[float(r[f"target_{c}"]) for c in class_ids] for r in rows], dtype=np.float32)
+    targets = targets.reshape(-1, width)
+    rles = {r["ImageId"]: tuple(r[f"rle_{c}"] for c in class_ids) for r in rows}
+    shapes = {r["ImageId"]: (int(r["height"]), int(r["width"])) for r in rows}
+    return PseudoLabels(ids, labels, targets, rles, shapes, soft_dir)
+
+
 @dataclass
 class Workspace:
     """Everything a stage needs.
@@ -78,6 +140,8 @@ class Workspace:
         folds: ``n_folds`` pairs ``(train_ids, val_ids)``.
         store: image reader at the network scale.
         normalization: input normalisation.
+        pseudo: pseudo-labelled images added to the training part of every fold (a pseudo-labelling round's
+            workspace); never in a validation part, never in ``image_ids``/``labels``/``annotations``.
     """
 
     config: PipelineConfig
@@ -90,6 +154,7 @@ class Workspace:
     folds: list[tuple[list[str], list[str]]]
     store: ImageStore
     normalization: Normalization
+    pseudo: PseudoLabels | None = None
 
     @property
     def paths(self) -> RunPaths:
@@ -124,24 +189,53 @@ class Workspace:
         """Classes whose segmenters this run trains: ``segmenter.class_ids``, or every class."""
         return self.config.segmenter.class_ids or self.class_ids
 
-    def labels_of(self, image_ids: list[str]) -> np.ndarray:
-        """``(len(image_ids), C)`` bool labels of the given images."""
+    @property
+    def train_ids(self) -> tuple[str, ...]:
+        """Every image a model may train on: ``image_ids`` plus the pseudo-labelled ones."""
+        return self.image_ids + (self.pseudo.image_ids if self.pseudo is not None else ())
+
+    def _rows(self, image_ids: list[str], labelled: np.ndarray, pseudo: np.ndarray | None) -> np.ndarray:
         index = {image_id: i for i, image_id in enumerate(self.annotations.image_ids)}
-        return self.labels[[index[i] for i in image_ids]]
+        extra = {image_id: i for i, image_id in enumerate(self.pseudo.image_ids)} if self.pseudo is not None else {}
+        out = np.zeros((len(image_ids), labelled.shape[1]), dtype=labelled.dtype)
+        for row, image_id in enumerate(image_ids):
+            if image_id in index:
+                out[row] = labelled[index[image_id]]
+            elif image_id in extra and pseudo is not None:
+                out[row] = pseudo[extra[image_id]]
+            else:
+                raise KeyError(f"unknown image id {image_id!r} ({len(self.annotations)} images annotated)")
+        return out
+
+    def labels_of(self, image_ids: list[str]) -> np.ndarray:
+        """``(len(image_ids), C)`` bool labels of the given images (pseudo-labelled ones included)."""
+        return self._rows(image_ids, self.labels, self.pseudo.labels if self.pseudo is not None else None)
+
+    def targets_of(self, image_ids: list[str]) -> np.ndarray:
+        """``(len(image_ids), C)`` float32 classifier targets: the labels, or a soft pseudo-label's probabilities."""
+        pseudo = self.pseudo.targets if self.pseudo is not None else None
+        return self._rows(image_ids, self.labels.astype(np.float32), pseudo)
 
     def mask_reader(self, class_id: int) -> Callable[[str], np.ndarray]:
-        """Callable giving an image's full-size ``(H, W)`` bool mask of ``class_id``."""
+        """Callable giving an image's full-size ``(H, W)`` mask of ``class_id``: bool, or float32 in [0, 1] for a
+        soft pseudo-label."""
         k = self.classes.index(class_id)
 
         def read(image_id: str) -> np.ndarray:
-            if image_id not in self.annotations.rles:
-                raise KeyError(f"unknown image id {image_id!r} ({len(self.annotations)} images annotated)")
-            return decode(self.annotations.rles[image_id][k], self.store.full_shape(image_id))
+            if image_id in self.annotations.rles:
+                return decode(self.annotations.rles[image_id][k], self.store.full_shape(image_id))
+            if self.pseudo is not None and image_id in self.pseudo.rles:
+                if self.pseudo.soft_dir is not None:
+                    return self.pseudo.soft_mask(image_id, k)
+                return self.pseudo.hard_masks(image_id)[k]
+            raise KeyError(f"unknown image id {image_id!r} ({len(self.annotations)} images annotated)")
 
         return read
 
     def all_masks(self, image_id: str) -> np.ndarray:
-        """Full-size ``(C, H, W)`` bool masks of an image."""
+        """Full-size ``(C, H, W)`` bool masks of an image (a pseudo-labelled one's hard pseudo-masks)."""
+        if self.pseudo is not None and image_id in self.pseudo.rles:
+            return self.pseudo.hard_masks(image_id)
         return self.annotations.masks(image_id, self.store.full_shape(image_id))
 
     @property
@@ -154,6 +248,9 @@ def open_workspace(
     config: PipelineConfig, run_dir: str | Path, ctx: DistContext, *, write_folds: bool = True
 ) -> Workspace:
     """Read the data folder of ``config.data``, split it into folds and prepare the image store.
+
+    In a pseudo-labelling round's folder (one with ``pseudo_labels.csv``) the round's pseudo-labelled images join
+    the training part of every fold, read from the round's ``images/`` folder.
 
     Args:
         write_folds: write ``RUN_DIR/folds.csv`` (on the main process); helper processes skip it.
@@ -182,10 +279,18 @@ def open_workspace(
     annotations, folds = _split(config, data)
     images_dir = data.images_dir
     run_dir = Path(run_dir)
+    paths = RunPaths(run_dir)
+    pseudo = None
+    if paths.pseudo_labels_csv.is_file():
+        soft_dir = paths.soft_masks_dir if paths.soft_masks_dir.is_dir() else None
+        pseudo = read_pseudo_labels(paths.pseudo_labels_csv, data.classes.ids, soft_dir)
+        images_dir = paths.pseudo_images_dir
+        folds = [(train + list(pseudo.image_ids), val) for train, val in folds]
+        logger.info("pseudo-labelling round %s: %d pseudo-labelled images", run_dir, len(pseudo.image_ids))
     if ctx.is_main and write_folds:
         run_dir.mkdir(parents=True, exist_ok=True)
         fold_of = {image_id: k for k, (_, val) in enumerate(folds) for image_id in val}
-        with RunPaths(run_dir).folds_csv.open("w", newline="") as f:
+        with paths.folds_csv.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["ImageId", "fold"])
             writer.writerows((image_id, fold_of[image_id]) for image_id in annotations.image_ids)
@@ -207,6 +312,7 @@ def open_workspace(
         folds=folds,
         store=ImageStore(images_dir, scale=config.input.scale, cache=config.data.cache_images),
         normalization=Normalization(mean=config.input.mean, std=config.input.std),
+        pseudo=pseudo,
     )
 
 
