@@ -44,12 +44,22 @@ def test_stage_seconds_reads_the_markers_in_the_order_they_finished(tmp_path: Pa
 
 
 def test_registry_order_and_lookup() -> None:
-    assert STAGE_NAMES == tuple(s.name for s in STAGES)
+    assert tuple(s.name for s in STAGES) == STAGE_NAMES
+    assert STAGE_NAMES[-1] == "pseudo_label" and "pseudo_label" not in BASE_STAGES
     assert BASE_STAGES[:2] == ("classifier", "hard_negatives") and BASE_STAGES[-1] == "evaluate"
     assert {s.name for s in STAGES if s.all_ranks} >= {"classifier", "segmenter"}
     assert stage("tune").name == "tune"
     with pytest.raises(ValueError, match=r"unknown stage 'tunes'; allowed: \['classifier'"):
         stage("tunes")
+
+
+def test_pseudo_label_runs_by_default_only_with_an_unlabelled_folder(tmp_path: Path) -> None:
+    from training.config import PipelineConfig, PseudoLabelConfig
+
+    plain = PipelineConfig()
+    with_folder = PipelineConfig(pseudo_label=PseudoLabelConfig(unlabelled=str(tmp_path)))
+    assert [s.name for s in STAGES if s.enabled(plain)] == list(BASE_STAGES)
+    assert [s.name for s in STAGES if s.enabled(with_folder)] == list(STAGE_NAMES)
 
 
 def test_every_file_a_stage_reads_is_written_by_an_earlier_stage(tmp_path: Path) -> None:
@@ -63,7 +73,8 @@ def test_every_file_a_stage_reads_is_written_by_an_earlier_stage(tmp_path: Path)
 def test_stage_modules_name_no_run_folder_file_and_never_import_the_pipeline() -> None:
     literal = re.compile(
         r'"(oof\.csv|thresholds\.json|hard_negatives\.csv|tune_scores\.npz|evaluation\.json|best\.pt|last\.pt|'
-        r'done\.json|classifier\.pt|ood_reference\.json|report\.md|folds\.csv|stages)"'
+        r"done\.json|classifier\.pt|ood_reference\.json|report\.md|folds\.csv|stages|counts\.json|round\.json|"
+        r'pseudo_labels\.csv|summary\.json)"'
     )
     offenders = []
     for module in sorted(TRAINING.glob("*.py")):
@@ -72,7 +83,10 @@ def test_stage_modules_name_no_run_folder_file_and_never_import_the_pipeline() -
         text = module.read_text()
         offenders += [f"{module.name}: {m}" for m in literal.findall(text)]
         if module.name not in ("pipeline.py", "cli.py", "__init__.py"):
-            assert "training.pipeline" not in text and "run_stage_cli" not in text, module.name
+            imports = re.findall(
+                r"^\s*(?:from training(?:\.pipeline| import pipeline)|import training\.pipeline)", text, re.M
+            )
+            assert not imports and "run_stage_cli" not in text, module.name
     assert not offenders, offenders
 
 

@@ -203,6 +203,11 @@ class RunPaths:
         return self.root / "images"
 
     @property
+    def pseudo_counts_json(self) -> Path:
+        """In a round's folder: how many unlabelled images it kept, per class present and absent."""
+        return self.root / "counts.json"
+
+    @property
     def round_json(self) -> Path:
         """In a round's folder: its summary (validation Dice, pseudo-label counts); marks the round finished."""
         return self.root / "round.json"

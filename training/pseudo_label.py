@@ -305,12 +305,12 @@ def run(ws: Workspace, resume: bool, run_round: Callable[[Workspace], object]) -
         else:
             if not paths.pseudo_labels_csv.is_file() and ws.ctx.is_main:
                 counts = _write_round_inputs(ws, paths, teacher, folder, ids)
-                (paths.root / "counts.json").write_text(json.dumps(counts, indent=2))
+                paths.pseudo_counts_json.write_text(json.dumps(counts, indent=2))
             barrier()
             if heldout := _shared_heldout(ws, paths):
                 logger.info("round %d evaluates on %s", r, heldout)
             run_round(open_workspace(ws.config, paths.root, ws.ctx))
-            counts = json.loads((paths.root / "counts.json").read_text())
+            counts = json.loads(paths.pseudo_counts_json.read_text())
             record = {"round": r, "pseudo_labels": counts, **_round_metrics(paths, bundle_path(ws.config, paths.root))}
             if ws.ctx.is_main:
                 paths.round_json.write_text(json.dumps(record, indent=2))
