@@ -139,7 +139,8 @@ def train(
         print(f"report: {report}")
     pseudo = RunPaths(result.run_dir).pseudo_report_md
     if pseudo.is_file() and (not stage or "pseudo_label" in stage):
-        print(f"pseudo-labelling report: {pseudo}")
+        chosen = json.loads(RunPaths(result.run_dir).pseudo_summary_json.read_text())["chosen_round"]
+        print(f"pseudo-labelling report: {pseudo} (bundle of round {chosen}; round 0 = no pseudo-labels)")
     if result.installed is not None:
         print(f"installed embedded bundle {recipe.package.embedded_name!r}: {result.installed}")
     evaluation = RunPaths(result.run_dir).evaluation_json

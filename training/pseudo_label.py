@@ -189,7 +189,7 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _write_round_inputs(ws: Workspace, paths: RunPaths, teacher: Path, folder: Path, ids: Sequence[str]) -> dict:
-    """Predict, select and write one round's pseudo-labels; returns the counts per class."""
+    """Predict, select and write one round's pseudo-labels (``pseudo_labels.csv`` last); returns the counts."""
     cfg = ws.config.pseudo_label
     class_ids = ws.class_ids
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -221,14 +221,6 @@ def _write_round_inputs(ws: Workspace, paths: RunPaths, teacher: Path, folder: P
         for k in range(len(class_ids)):
             row += [int(labels[k]), f"{targets[k]:.6f}", encode(decision.masks[k])]
         rows.append(row)
-    tmp = paths.pseudo_labels_csv.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["ImageId", "height", "width", *(f"{n}_{c}" for c in class_ids for n in ("label", "target", "rle"))]
-        )
-        writer.writerows(rows)
-    tmp.replace(paths.pseudo_labels_csv)  # its presence makes the round's workspace read it
     counts = {
         "unlabelled": len(ids),
         "kept": len(rows),
@@ -238,6 +230,15 @@ def _write_round_inputs(ws: Workspace, paths: RunPaths, teacher: Path, folder: P
         "absent": {str(c): int(v) for c, v in zip(class_ids, absent, strict=True)},
     }
     logger.info("pseudo-labels of %s: %s", paths.root.name, counts)
+    paths.pseudo_counts_json.write_text(json.dumps(counts, indent=2))
+    tmp = paths.pseudo_labels_csv.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["ImageId", "height", "width", *(f"{n}_{c}" for c in class_ids for n in ("label", "target", "rle"))]
+        )
+        writer.writerows(rows)
+    tmp.replace(paths.pseudo_labels_csv)  # written last: its presence makes the round's workspace read it
     return counts
 
 
@@ -304,8 +305,7 @@ def run(ws: Workspace, resume: bool, run_round: Callable[[Workspace], object]) -
             record = json.loads(paths.round_json.read_text())
         else:
             if not paths.pseudo_labels_csv.is_file() and ws.ctx.is_main:
-                counts = _write_round_inputs(ws, paths, teacher, folder, ids)
-                paths.pseudo_counts_json.write_text(json.dumps(counts, indent=2))
+                _write_round_inputs(ws, paths, teacher, folder, ids)
             barrier()
             if heldout := _shared_heldout(ws, paths):
                 logger.info("round %d evaluates on %s", r, heldout)
