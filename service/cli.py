@@ -61,6 +61,9 @@ def serve(
     request_timeout: float | None = typer.Option(
         None, help="Per-request inference deadline in s; beyond, 504 (default 60)."
     ),
+    body_timeout: float | None = typer.Option(
+        None, help="Longest pause between two chunks of a request body in s; beyond, 408 (default 10)."
+    ),
     api_key: str | None = typer.Option(
         None,
         help="Require this key (X-API-Key or Authorization: Bearer). Prefer the CASCADE_API_KEY variable: "
@@ -116,6 +119,7 @@ def serve(
         "max_mask_pixels": max_mask_pixels,
         "memory_budget_mb": memory_budget_mb,
         "request_timeout_s": request_timeout,
+        "body_timeout_s": body_timeout,
         "api_key": api_key,
         "data_root": data_root,
         "state_dir": state_dir,

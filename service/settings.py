@@ -87,7 +87,7 @@ class ServiceSettings(BaseSettings):
         256.0, gt=0, description="Most MiB those raw outputs (float32 maps) may hold together (LRU; 413 for one above)."
     )
 
-    max_header_kb: int = Field(64, ge=1, description="Largest request line + headers in KiB (uvicorn h11; 4xx beyond).")
+    max_header_kb: int = Field(64, ge=1, description="Largest request line + headers in KiB (uvicorn h11; 431 beyond).")
     limit_concurrency: int = Field(
         512, ge=1, description="Most open connections + running requests; beyond, uvicorn answers 503 at once."
     )
@@ -95,7 +95,9 @@ class ServiceSettings(BaseSettings):
     header_timeout_s: float = Field(
         10.0, gt=0, description="A connection must send a request's complete headers within this (slow clients)."
     )
-    body_timeout_s: float = Field(30.0, gt=0, description="Longest pause between two chunks of a request body (408).")
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Longest pause between two chunks of a request body, s (408 beyond; slow clients)."
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

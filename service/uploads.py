@@ -90,7 +90,7 @@ def _mib(n: int) -> str:
 
 class _BodyTimeoutError(ServiceError):
     def __init__(self, timeout: float) -> None:
-        super().__init__(408, f"the request body stalled: no data for {timeout:g} s (CASCADE_BODY_TIMEOUT_S)")
+        super().__init__(408, f"the request body stalled: no data for {timeout:g} s (--body-timeout)")
 
 
 class BodyLimitMiddleware:

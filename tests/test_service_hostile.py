@@ -226,18 +226,20 @@ def cases() -> list[Case]:
         Case(
             "header-flood-one",
             ((_request("/predict", b"", "image/png", extra=[("X-Big", "a" * 1_000_000)]), 0.0),),
-            400,
+            431,
+            "larger than the limit of 16 KiB",
         ),
         Case(
             "header-flood-many",
             ((_request("/predict", b"", "image/png", extra=[(f"X-{i}", "b" * 100) for i in range(2_000)]), 0.0),),
-            400,
+            431,
+            "CASCADE_MAX_HEADER_KB",
         ),
         Case(
             "body-stalls",
             ((_request("/predict", good, "image/png")[:-1000], 2.5),),
             408,
-            "stalled",
+            "no data for 1 s (--body-timeout)",
         ),
         Case("headers-slowloris", ((b"POST /predict HTTP/1.1\r\nHost: test\r\n", 2.5),), CLOSED),
         Case("connection-idle", ((b"", 2.5),), CLOSED),
@@ -341,12 +343,12 @@ def _server_process(bundle: Path, state_dir: Path) -> Iterator[tuple[int, int]]:
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "CASCADE_NUM_SAMPLES": "0",
-        **{f"CASCADE_{k.upper()}": str(v) for k, v in LIMITS.items()},
+        **{f"CASCADE_{k.upper()}": str(v) for k, v in LIMITS.items() if k != "body_timeout_s"},
     }
     command = [
         sys.executable, "-m", "cascade.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
         "--runtime", "torch", "--device", "cpu", "--workers", "1", "--threads", "1", "--state-dir", str(state_dir),
-        "--log-level", "warning",
+        "--body-timeout", str(LIMITS["body_timeout_s"]), "--log-level", "warning",
     ]  # fmt: skip
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -41,7 +41,7 @@ UPLOAD_ERRORS: dict[int | str, dict] = {
     **ERROR_RESPONSES,
     408: {
         "model": ErrorResponse,
-        "description": "The request body stalled (no data for CASCADE_BODY_TIMEOUT_S seconds).",
+        "description": "The request body stalled (no data for --body-timeout seconds, default 10).",
     },
     413: {
         "model": ErrorResponse,
