@@ -138,6 +138,32 @@ def test_stalled_run_exits_3_with_thread_dump(tmp_path: Path, monkeypatch: pytes
     assert last.startswith("error: folder scoring made no progress") and "resumable" in last
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's context, imported by the ray engine
+def test_ray_engine_gets_the_stall_timeout(tmp_path: Path, score_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--stall-timeout`` reaches the Ray engine too (0 turns it off), whose ``StalledError`` exits 3 as well."""
+    import cascade.cli.predict as predict_cli
+    import cascade.scoring as scoring
+    from cascade.scoring import StalledError
+
+    calls: list[dict] = []
+
+    def _stalled_ray(*args, **options):
+        calls.append(options)
+        raise StalledError("Ray folder scoring", 2.0, 1.5, "", ["a.png"], advice="an actor is stuck")
+
+    def _exit(code: int) -> None:  # os._exit would end pytest itself
+        raise SystemExit(code)
+
+    monkeypatch.setattr(scoring, "score_folder_ray", _stalled_ray)
+    monkeypatch.setattr(os, "_exit", _exit)
+    args = ["predict", str(score_dir), "--out", str(tmp_path / "s.csv"), "--engine", "ray"]
+    result = runner.invoke(app, [*args, "--stall-timeout", "1.5"], catch_exceptions=False)
+    assert result.exit_code == predict_cli.EXIT_STALLED, result.output
+    assert "still waiting for a.png: an actor is stuck" in result.stderr.strip().splitlines()[-1]
+    runner.invoke(app, [*args, "--stall-timeout", "0"], catch_exceptions=False)
+    assert [c["stall_timeout_s"] for c in calls] == [1.5, None]
+
+
 def test_missing_bundle_is_one_line(score_dir: Path, tmp_path: Path) -> None:
     name = list_images(score_dir)[0]
     for args in ((str(score_dir / name),), (str(score_dir), "--out", str(tmp_path / "s.csv"))):

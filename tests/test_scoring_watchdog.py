@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,6 +69,8 @@ def test_stalled_predictor_raises_with_thread_dump_and_output_stays_resumable(
         release.set()
     error = info.value
     assert error.what == "folder scoring" and error.timeout_s == 0.5 and error.idle_s >= 0.5
+    assert len(error.stuck) == 1 and error.stuck[0] in list_images(small_dir)  # the stuck predictor's image
+    assert f"still waiting for {error.stuck[0]}:" in str(error)
     assert "_stuck_in_first_infer" in error.thread_dump  # where the stuck thread is
     assert "Thread predict_" in error.thread_dump and "Thread MainThread" in error.thread_dump
     assert any(r.levelno == logging.ERROR and "no progress" in r.getMessage() for r in caplog.records)
@@ -162,3 +164,54 @@ def test_dump_threads_names_every_thread() -> None:
         thread.join(5)
     assert "Thread parked-thread (daemon)" in dump and "in parked" in dump
     assert "test_dump_threads_names_every_thread" in dump  # the calling thread's own stack
+
+
+def _items(values: list[object], pause_after: int | None = None, error: Exception | None = None) -> Iterator[object]:
+    """``values`` one by one; then ``error`` raised; ``pause_after``: block (5 s) before that item instead."""
+    for i, value in enumerate(values):
+        if i == pause_after:
+            time.sleep(5)
+        yield value
+    if error is not None:
+        raise error
+
+
+def test_iterate_passes_items_and_errors_through() -> None:
+    watchdog = StallWatchdog(5.0, what="test")
+    assert list(watchdog.iterate(_items([1, 2, 3]))) == [1, 2, 3]
+    with pytest.raises(KeyError, match="from the source"):
+        list(watchdog.iterate(_items([1], error=KeyError("from the source"))))
+    assert list(StallWatchdog(None).iterate(_items(["off"]))) == ["off"]
+
+
+def test_iterate_raises_when_the_next_item_stalls_naming_what_is_awaited() -> None:
+    watchdog = StallWatchdog(0.5, what="stream", advice="look elsewhere")
+    seen = []
+    with pytest.raises(StalledError, match=r"stream made no progress .*still waiting for b, c: look elsewhere") as info:
+        for item in watchdog.iterate(_items(["a", "b"], pause_after=1), stuck=lambda: ["b", "c"]):
+            seen.append(item)
+    assert seen == ["a"] and info.value.stuck == ("b", "c")
+
+
+def test_many_stuck_names_are_shortened() -> None:
+    names = [f"img_{i}.png" for i in range(20)]
+    message = str(StalledError("run", 12.0, 10.0, "", names))
+    assert "img_7.png and 12 more" in message and "img_8.png" not in message
+
+
+def test_iterate_stops_reading_when_the_caller_stops() -> None:
+    pulled = []
+
+    def source() -> Iterator[int]:
+        for i in range(1000):
+            pulled.append(i)
+            yield i
+
+    items = StallWatchdog(5.0, what="reader").iterate(source())
+    assert next(items) == 0
+    items.close()
+    for thread in threading.enumerate():
+        if thread.name == "reader results":
+            thread.join(5)
+            assert not thread.is_alive()
+    assert len(pulled) <= 3  # the one handed over, the one queued, the one the reader held when it saw the stop

@@ -217,8 +217,9 @@ def register(app: typer.Typer) -> None:
             "--stall-timeout",
             min=0.0,
             envvar="CASCADE_STALL_TIMEOUT",
-            help="Seconds without a finished batch after which a folder run counts as stuck: it prints every "
-            "thread's stack and exits 3 (local engine; 0: wait forever).",
+            help="Seconds without a finished batch after which a folder run counts as stuck: it names the images "
+            "still out, prints every thread's stack and exits 3 (both engines; on Ray the actors' start-up counts; "
+            "0: wait forever).",
         ),
     ) -> None:
         """Score a folder of images into a Kaggle submission (resumable), or predict one image.
@@ -258,6 +259,7 @@ def register(app: typer.Typer) -> None:
                     "runtime": runtime,
                     # Starting Ray here: no dashboard, worker logs stay in Ray's log folder. A cluster keeps its own.
                     "init_kwargs": {"include_dashboard": False, "log_to_driver": False} if address is None else {},
+                    "stall_timeout_s": stall_timeout or None,
                 }
                 _run_folder(path, out, None, options, as_json)
                 return

@@ -34,8 +34,9 @@ Contract:
 - ``cancel`` (a ``threading.Event``) stops after the current batch with ``summary.cancelled`` True.
 - ``progress`` receives a ``ScoreProgress`` at the start (``done`` = images resumed) and after every
   committed batch, on the scoring thread.
-- Stalls: when no batch finishes for ``stall_timeout_s`` (default 600 s; None waits forever) the local
-  engine raises ``StalledError``, whose ``thread_dump`` holds every thread's stack; the output stays
+- Stalls: when no batch finishes for ``stall_timeout_s`` (default 600 s; None waits forever) either
+  engine raises ``StalledError``, which names the images still out (``stuck``) and holds every thread's
+  stack (``thread_dump``; on Ray the driver's: ``ray stack`` shows the actors'); the output stays
   resumable (``cascade.scoring.watchdog``).
 - Batches are fixed slices of the whole listing, so a resumed run and the Ray engine give the predictor the
   same batches as one uninterrupted local run; resume with the same ``batch_size`` (and bundle, runtime,

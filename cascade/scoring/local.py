@@ -8,8 +8,8 @@ committed in listing order (errors file, then submission, fsync'ed) as batches f
 interrupted run resumes, and the output is the same whatever the number of predictors.
 
 A run whose batches stop finishing (a deadlocked predictor thread) does not hang: after
-``stall_timeout_s`` without a finished batch it raises ``StalledError`` with every thread's stack
-(``cascade.scoring.watchdog``); what was committed stays resumable.
+``stall_timeout_s`` without a finished batch it raises ``StalledError`` naming the images of the batches
+still running, with every thread's stack (``cascade.scoring.watchdog``); what was committed stays resumable.
 """
 
 from __future__ import annotations
@@ -119,7 +119,11 @@ def score_folder(
     infer_pool = ThreadPoolExecutor(max_workers=len(predictors), thread_name_prefix="predict")
     upcoming = iter(job.batches)
     decoding: deque[_DecodingBatch] = deque()
-    running: deque[Future[BatchResult]] = deque()
+    running: deque[tuple[list[str], Future[BatchResult]]] = deque()  # (image ids, their batch's inference)
+
+    def _stuck() -> list[str]:  # the images of the batches still running, oldest first (named by a stall)
+        return [name for names, future in running if not future.done() for name in names]
+
     cancelled = False
     sink = OrderedSink(
         job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync, class_ids=class_ids
@@ -136,11 +140,14 @@ def score_folder(
                     break
                 decoding.append([(name, decode_pool.submit(decode_file, job.folder / name)) for name in batch])
             while not cancelled and decoding and len(running) < len(predictors):
-                running.append(infer_pool.submit(_infer, decoding.popleft()))
-                running[-1].add_done_callback(lambda _: watchdog.progress())
+                decoded = decoding.popleft()
+                running.append(([name for name, _ in decoded], infer_pool.submit(_infer, decoded)))
+                running[-1][1].add_done_callback(lambda _: watchdog.progress())
             if not running:
                 break
-            tally.queue(sink, watchdog.result(running.popleft()))  # oldest first: commits stay in listing order
+            # oldest first: commits stay in listing order
+            tally.queue(sink, watchdog.result(running[0][1], stuck=_stuck))
+            running.popleft()
             written = tally.commit(sink)
             if progress is not None:
                 progress(tally.progress(sink, written))

@@ -8,6 +8,12 @@ failed job) and predict. The driver streams the results back and commits them th
 ``OrderedSink`` as the local engine, in listing order, so the submission and errors files are
 byte-identical to the local engine's, fsync'ed per batch and resumable.
 
+A stuck actor (a deadlocked runtime, a decoder blocked on a dead share) does not hang the driver: the
+result stream is read under a ``StallWatchdog`` (``stall_timeout_s``, as in the local engine), and when no
+batch result arrives for that long the run raises ``StalledError`` naming the images of the oldest batches
+still out (the driver cannot see inside the actors: ``ray stack`` on their node shows their stacks);
+what was committed stays resumable.
+
 ``read_binary_files`` is not used on purpose: it groups files into batches by block, so the predictor
 would see other batches than the local engine's, and batch composition can move a float a hair across a
 threshold.
@@ -29,11 +35,12 @@ from typing import Any
 import numpy as np
 
 from cascade.formats import Layout
-from cascade.scoring.batch import decode_file, run_batch
+from cascade.scoring.batch import Predictor, decode_file, run_batch
 from cascade.scoring.folder import errors_path
 from cascade.scoring.job import BatchResult, JobTally, plan_job
 from cascade.scoring.sink import OrderedSink
 from cascade.scoring.summary import ScoreProgress, ScoreSummary
+from cascade.scoring.watchdog import DEFAULT_STALL_TIMEOUT_S, StallWatchdog
 
 __all__ = ["RayUnavailableError", "score_folder_ray"]
 
@@ -60,7 +67,10 @@ def _import_ray() -> Any:
 
 
 class _PredictActor:
-    """Ray Data callable class: one ``CascadePredictor`` per actor; one batch of file names in, its results out."""
+    """Ray Data callable class: one predictor per actor; one batch of file names in, its results out.
+
+    The predictor is ``predictor_factory()`` when given, else ``CascadePredictor.from_bundle``.
+    """
 
     def __init__(
         self,
@@ -71,20 +81,25 @@ class _PredictActor:
         threads: int | None,
         mode: str,
         masks_dir: str | None,
+        predictor_factory: Callable[[], Predictor] | None = None,
     ) -> None:
-        from cascade.predictor import CascadePredictor
-
         self._folder = Path(folder)
-        self._predictor = CascadePredictor.from_bundle(bundle, device=device, runtime=runtime, threads=threads)
+        if predictor_factory is not None:
+            self._predictor = predictor_factory()
+        else:
+            from cascade.predictor import CascadePredictor
+
+            self._predictor = CascadePredictor.from_bundle(bundle, device=device, runtime=runtime, threads=threads)
         self._mode = mode
         self._masks_dir = masks_dir
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: list[str] = []
-        for names in rows["batch"]:
+        for index, names in zip(rows["index"], rows["batch"], strict=True):
             decoded = [(name, decode_file(self._folder / name)) for name in json.loads(str(names))]
             result = run_batch(self._predictor, decoded, mode=self._mode, masks_dir=self._masks_dir)
-            out.append(json.dumps({"rles": result.rles, "errors": result.errors, "stages": result.stages}))
+            payload = {"index": int(index), "rles": result.rles, "errors": result.errors, "stages": result.stages}
+            out.append(json.dumps(payload))
         return {"result": np.array(out, dtype=object)}
 
 
@@ -107,6 +122,8 @@ def score_folder_ray(
     progress: Callable[[ScoreProgress], None] | None = None,
     fsync: bool = True,
     init_kwargs: dict[str, Any] | None = None,
+    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
+    predictor_factory: Callable[[], Predictor] | None = None,
 ) -> ScoreSummary:
     """Score a folder on Ray (see ``score_folder`` for the output and resume contract, which is the same).
 
@@ -129,11 +146,22 @@ def score_folder_ray(
         progress: called once at the start and after every committed batch.
         fsync: fsync the outputs after every batch.
         init_kwargs: extra ``ray.init`` arguments when this call starts Ray.
+        stall_timeout_s: seconds without any batch result after which the run is declared stuck (the actors'
+            start-up counts: keep it well above it); None: wait forever.
+        predictor_factory: builds the predictor on each actor instead of ``CascadePredictor.from_bundle``
+            (pickled to the workers; ``bundle`` still gives the classes).
 
     Raises:
         RayUnavailableError: Ray Data is not installed.
         ResumeError: the existing output belongs to another job.
+        StalledError: no batch result for ``stall_timeout_s``; the message names the images of the oldest
+            batches still out. The output stays resumable.
     """
+    watchdog = StallWatchdog(
+        stall_timeout_s,
+        what="Ray folder scoring",
+        advice="an actor is stuck; `ray stack` on its node shows the workers' stacks",
+    )
     sizes = (actors, actors) if isinstance(actors, int) else tuple(actors)
     if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1]:
         raise ValueError(f"actors={actors!r}; allowed: n >= 1 or (min, max) with 1 <= min <= max")
@@ -155,7 +183,7 @@ def score_folder_ray(
             if not ray.is_initialized():
                 ray.init(address=address, **(init_kwargs or {}))
             logger.info("scoring %d batches of %s on Ray, %s actors", len(job.batches), job.folder, actors)
-            items = [{"batch": json.dumps(batch)} for batch in job.batches]
+            items = [{"index": k, "batch": json.dumps(batch)} for k, batch in enumerate(job.batches)]
             # One batch per block: results stream back (and are committed) batch by batch.
             ds = ray.data.from_items(items, override_num_blocks=min(len(items), _MAX_BLOCKS))
             ds = ds.map_batches(
@@ -171,6 +199,7 @@ def score_folder_ray(
                     "threads": threads,
                     "mode": mode,
                     "masks_dir": None if masks_dir is None else str(Path(masks_dir).resolve()),
+                    "predictor_factory": predictor_factory,
                 },
                 batch_size=1,
                 batch_format="numpy",
@@ -178,8 +207,15 @@ def score_folder_ray(
                 num_cpus=threads or 1,
                 num_gpus=1 if device.startswith("cuda") else None,
             )
-            for row in ds.iter_rows():
+            out = dict(enumerate(job.batches))  # batches without a result yet
+
+            def _stuck() -> list[str]:  # the oldest batches still out: as many as actors may run at once
+                return [name for k in sorted(out)[: sizes[1]] for name in out[k]]
+
+            watchdog.progress()  # the clock starts with the first batch, not with listing the folder
+            for row in watchdog.iterate(ds.iter_rows(), stuck=_stuck):
                 payload = json.loads(row["result"])
+                out.pop(payload["index"], None)
                 tally.queue(sink, BatchResult(payload["rles"], payload["errors"], payload["stages"]))
                 written = tally.commit(sink)
                 if progress is not None:
