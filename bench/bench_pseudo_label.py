@@ -43,26 +43,26 @@ NEU = ROOT.parent / "shared" / "neu-seg"
 LABELLED_SHARE = 0.15
 VAL_IMAGES = 300
 SYNTH_LABELLED = 160
-SYNTH_UNLABELLED = 320
+SYNTH_UNLABELLED = 240
 PSEUDO = {"rounds": 2, "present_threshold": 0.9, "absent_threshold": 0.1, "pixel_confidence": 0.8,
           "mask_confidence": 0.6, "soft": False, "include_clean": True}  # fmt: skip
 NEU_OVERRIDES: dict[str, Any] = {
     "input.scale": 0.5,  # 200x200 -> 100x100, padded to 128x128
     "classifier.parallel_folds": 2,
-    "classifier.train.epochs": 4,
-    "classifier.train.val_every": 4,
+    "classifier.train.epochs": 3,
+    "classifier.train.val_every": 3,
     "segmenter.crop": {"height": 96, "width": 96, "non_empty_p": 0.7},
-    "segmenter.train.epochs": 4,
-    "segmenter.train.val_every": 4,
-    "pseudo_label.max_images": 500,
+    "segmenter.train.epochs": 3,
+    "segmenter.train.val_every": 3,
+    "pseudo_label.max_images": 400,
     **{f"pseudo_label.{k}": v for k, v in PSEUDO.items()},
 }
 SYNTH_OVERRIDES: dict[str, Any] = {
-    "classifier.train.epochs": 8,
-    "classifier.train.val_every": 8,
+    "classifier.train.epochs": 6,
+    "classifier.train.val_every": 6,
     "classifier.train.scheduler": {"name": "onecycle", "warmup_epochs": 1},
-    "segmenter.train.epochs": 6,
-    "segmenter.class_epochs": {3: 10},
+    "segmenter.train.epochs": 5,
+    "segmenter.class_epochs": {3: 8},
     "segmenter.train.min_samples": 32,
     "evaluate.synth_n": 0,  # validation = the tune fold (also what picks the round)
     "pseudo_label.max_images": SYNTH_UNLABELLED,
