@@ -85,7 +85,7 @@ def test_missing_ray_is_a_clear_error(tmp_path: Path, score_dir: Path, monkeypat
     assert not (tmp_path / "s.csv").exists()
 
 
-
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_stuck_actor_fails_the_run_naming_the_stuck_images(tmp_path: Path, score_dir: Path, ray_local: None) -> None:
     """The first batch never comes back: the driver raises within the stall timeout, naming that batch's images
     (the actor's start-up counts against the timeout too, and the stuck batch is the first one either way)."""
