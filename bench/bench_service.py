@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.loadgen import free_port, jpegs, request_bytes, run_clients, wait_ready
+from bench.loadgen import free_port, jpegs, load_average, request_bytes, run_clients, serving
 
 __all__ = ["main"]
 
@@ -160,20 +159,6 @@ def _batch_stats(url: str) -> tuple[float, float]:
     return value("cascade_batch_size_sum"), value("cascade_batch_size_count")
 
 
-def _start_server(
-    bundle: Path, port: int, runtime: str, workers: int | None, threads: int | None, max_batch: int, state: Path
-) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CASCADE_NUM_SAMPLES": "0"}
-    command = [
-        sys.executable, "-m", "cascade.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
-        "--runtime", runtime, "--max-batch-size", str(max_batch), "--queue-size", "256",
-        "--state-dir", str(state), "--log-level", "warning",
-    ]  # fmt: skip
-    command += ["--workers", str(workers)] if workers else []
-    command += ["--threads", str(threads)] if threads else []
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", help="bundle to serve (default: embedded demo bundle, else the tiny test bundle)")
@@ -195,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from cascade.predictor import CascadePredictor
 
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()
     count = args.predictors or cores
     with tempfile.TemporaryDirectory(prefix="bench_service_") as tmp:
         workdir = Path(tmp)
@@ -215,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         requests = [request_bytes(port, j, f"{i}.jpg") for i, j in enumerate(images)]
-        proc = _start_server(bundle, port, runtime, args.workers, args.threads, args.max_batch_size, workdir / "state")
+        extra = ["--runtime", runtime, "--max-batch-size", str(args.max_batch_size), "--queue-size", "256"]
+        extra += ["--workers", str(args.workers)] if args.workers else []
+        extra += ["--threads", str(args.threads)] if args.threads else []
         rows = []
-        try:
-            wait_ready(url, proc)
+        with serving(port, workdir / "state", *extra, bundle=str(bundle)) as proc:
             server = psutil.Process(proc.pid)
             workers = _server_workers(url)
             _warm_up(url, images)
@@ -233,13 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['service_cpu_ms']:.1f} served vs {row['folder_cpu_ms']:.1f} folder",
                     flush=True,
                 )
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
     setup = {
+        "load_before": load_before,
         "described": described,
         "runtime": runtime,
         "predictors": count,
@@ -269,8 +251,8 @@ def _write(out: Path, setup: dict, rows: list[dict]) -> None:
     lines = [
         "## Service under load\n",
         f"`python -m bench.bench_service` — {setup['described']}, runtime `{setup['runtime']}`, "
-        f"{setup['seconds']:g} s per level and side, {setup['images']} distinct 1600x256 JPEGs. Load average "
-        f"at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores.\n",
+        f"{setup['seconds']:g} s per level and side, {setup['images']} distinct 1600x256 JPEGs. "
+        f"{load_average(setup['load_before'])}\n",
         f"- **folder engine** (the reference): `score_folder` as `cascade predict DIR` runs it, "
         f"{setup['predictors']} single-threaded predictors side by side, batch 4, decoding in 2 threads, on "
         f"{setup['window_images']} hard links of the JPEGs per run;",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.loadgen import Sample, free_port, jpegs, request_bytes, run_clients, start_server, wait_ready
+from bench.loadgen import Sample, free_port, jpegs, load_average, request_bytes, run_clients, serving
 
 __all__ = ["main"]
 
@@ -157,42 +156,42 @@ def main(argv: list[str] | None = None) -> int:
 
     images = jpegs(16)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     requests = [request_bytes(port, j, f"{i}.jpg") for i, j in enumerate(images)]
     soak: list[dict] = []
     overload: dict | None = None
-    with tempfile.TemporaryDirectory(prefix="bench_soak_") as tmp:
-        proc = start_server(port, Path(tmp) / "state", bundle=args.bundle)
-        try:
-            wait_ready(url, proc)
-            asyncio.run(run_clients(port, requests, args.clients, 5.0))  # warm-up
-            with _RssSampler(proc.pid) as rss:
-                if args.soak_s > 0:
-                    print(f"soak: {args.clients} clients x {args.soak_s:g} s", flush=True)
-                    soak = _soak(port, requests, args.clients, args.soak_s, rss)
-                if args.overload_s > 0:
-                    print(f"overload: {args.overload_clients} clients x {args.overload_s:g} s", flush=True)
-                    overload = _overload(port, requests, args.clients, args.overload_clients, args.overload_s)
-                    overload["rss"] = max(r for _, r in rss.samples)
-            alive = proc.poll() is None
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    _write(args.out, args, soak, overload, alive)
+    load_before = os.getloadavg()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench_soak_") as tmp,
+        serving(port, Path(tmp) / "state", bundle=args.bundle) as proc,
+    ):
+        asyncio.run(run_clients(port, requests, args.clients, 5.0))  # warm-up
+        with _RssSampler(proc.pid) as rss:
+            if args.soak_s > 0:
+                print(f"soak: {args.clients} clients x {args.soak_s:g} s", flush=True)
+                soak = _soak(port, requests, args.clients, args.soak_s, rss)
+            if args.overload_s > 0:
+                print(f"overload: {args.overload_clients} clients x {args.overload_s:g} s", flush=True)
+                overload = _overload(port, requests, args.clients, args.overload_clients, args.overload_s)
+                overload["rss"] = max(r for _, r in rss.samples)
+        alive = proc.poll() is None
+    _write(args.out, args, soak, overload, alive, load_before)
     print(f"wrote {args.out}")
     return 0
 
 
-def _write(out: Path, args: argparse.Namespace, soak: list[dict], overload: dict | None, alive: bool) -> None:
+def _write(
+    out: Path,
+    args: argparse.Namespace,
+    soak: list[dict],
+    overload: dict | None,
+    alive: bool,
+    load_before: tuple[float, float, float],
+) -> None:
     lines = [
         "## Soak and overload\n",
         f"`python -m bench.bench_soak` — `cascade serve` with its defaults (one single-threaded inference worker "
         f"per core, queue 64), the embedded demo bundle, 1600x256 JPEGs posted to `/predict` by keep-alive "
-        f"clients on the same machine ({os.cpu_count()} cores). Load average at the end: "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.\n",
+        f"clients on the same machine ({os.cpu_count()} cores). {load_average(load_before)}\n",
     ]
     if soak:
         first, rest = soak[0], soak[1:] or soak

@@ -14,10 +14,22 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Sample", "free_port", "jpegs", "request_bytes", "run_clients", "start_server", "wait_ready"]
+__all__ = [
+    "Sample",
+    "free_port",
+    "jpegs",
+    "load_average",
+    "request_bytes",
+    "run_clients",
+    "serving",
+    "start_server",
+    "wait_ready",
+]
 
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *([0-9]+)")
 _RETRY_AFTER = re.compile(rb"(?i)\r\nretry-after: *([0-9]+)")
@@ -162,3 +174,28 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError("the server did not become ready")
+
+
+@contextmanager
+def serving(port: int, state: Path, *extra: str, bundle: str | None = None) -> Iterator[subprocess.Popen]:
+    """``start_server`` ready to serve (``wait_ready``) for the block; terminated (killed after 30 s) when it ends."""
+    proc = start_server(port, state, *extra, bundle=bundle)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def load_average(before: tuple[float, float, float]) -> str:
+    """A sentence with the load average (1, 5, 15 min) before a run and now, after it: was the machine busy?"""
+    now = os.getloadavg()
+    return (
+        f"Load average before the run {', '.join(f'{x:.1f}' for x in before)}, after it "
+        f"{', '.join(f'{x:.1f}' for x in now)} ({os.cpu_count()} cores; above the core count means other jobs "
+        "competed for them)."
+    )
