@@ -6,6 +6,10 @@ offered where the CPU has native bf16. Threads: ``INFERENCE_NUM_THREADS = thread
 latency hint and no CPU pinning (pinned OpenVINO threads would fight torch's and ONNX Runtime's pools
 living in the same process).
 
+Per-shape memory (``cascade.runtimes.shapes``): the plugin's cache of primitives compiled per input shape is
+capped at ``RUNTIME_CACHE_ENTRIES`` (``CPU_RUNTIME_CACHE_CAPACITY``), and after a call above
+``RELEASE_ABOVE_PIXELS`` the network gets a fresh infer request, so the buffers sized for that input go.
+
 Cold start: the runtime is built under ``cascade.runtimes.warmup.ENGINE_LOCK`` and runs one tiny
 inference per network there, after touching ``ov.Tensor(...).data`` once per process, so two predictors
 of one process never make their first binding call at the same time (that hung, see
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.runtimes.base import Runtime, cpu_supports_bf16, resolve_threads
+from cascade.runtimes.shapes import RUNTIME_CACHE_ENTRIES, is_oversized
 from cascade.runtimes.warmup import (
     DEFAULT_WARMUP_SIDE,
     ENGINE_LOCK,
@@ -87,23 +92,22 @@ class OpenVinoRuntime(Runtime):
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False,
+            "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_ENTRIES,
         }
         self._called: set[Hashable] = set()
+        self._compiled: dict[Hashable, object] = {}
         with construction_lock():
             self._core = ov.Core()
-            self._classifier = self._compile(files["classifier"])
-            self._segmenters = {
-                int(key.removeprefix("segmenter_")): self._compile(path)
-                for key, path in files.items()
-                if key.startswith("segmenter_")
-            }
+            self._classifier = self._compile("classifier", files["classifier"])
+            class_ids = [int(key.removeprefix("segmenter_")) for key in files if key.startswith("segmenter_")]
+            self._segmenters = {cid: self._compile(cid, files[f"segmenter_{cid}"]) for cid in class_ids}
             self.class_ids = tuple(sorted(self._segmenters))
             self.warmup_ms = self._warm_up(warmup_side) if serial_warmup_enabled() else 0.0
 
-    def _compile(self, path: str | Path) -> object:
+    def _compile(self, key: Hashable, path: str | Path) -> object:
         model = self._core.read_model(str(Path(path)))
-        compiled = self._core.compile_model(model, "CPU", self._config)
-        return compiled.create_infer_request()
+        self._compiled[key] = self._core.compile_model(model, "CPU", self._config)
+        return self._compiled[key].create_infer_request()
 
     def _warm_up(self, side: int) -> float:
         """One tiny inference per network (caller holds ``ENGINE_LOCK``); returns the milliseconds spent."""
@@ -122,7 +126,14 @@ class OpenVinoRuntime(Runtime):
             request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
-        return first_call(self._called, key, call)
+        out = first_call(self._called, key, call)
+        if is_oversized(batch):  # a fresh request: the old one's buffers, sized for this input, are freed
+            fresh = self._compiled[key].create_infer_request()
+            if key == "classifier":
+                self._classifier = fresh
+            else:
+                self._segmenters[key] = fresh
+        return out
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
         """``(N, 3, H, W)`` -> ``(N, 4)`` probabilities."""
@@ -136,3 +147,4 @@ class OpenVinoRuntime(Runtime):
     def close(self) -> None:
         """Drop the compiled models."""
         self._segmenters.clear()
+        self._compiled.clear()
