@@ -1,6 +1,11 @@
 """The shared epoch loop: AMP on CUDA, gradient scaling and clipping, per-batch LR schedule, validation,
 early stopping, checkpoints (save and exact resume) and metrics (CSV, TensorBoard when installed).
 
+Progress: one bar per ``fit`` call (a classifier fold, a refit, a segmenter), over all its epochs' batches,
+its postfix the epoch, the running loss and the last validated score; the epoch log lines are written above
+the bar (``tqdm.contrib.logging``) instead of through it. ``progress=`` hands the bar's updates to another
+drawer (e.g. the parent of parallel fold processes, ``training.train_classifier``).
+
 Checkpoints are ``torch.save`` of plain state dicts and are read back with ``weights_only=True``:
 ``last.pt`` (model, optimizer, scheduler, grad scaler, epoch, early-stopping state, RNG states) after every
 epoch, ``best.pt`` (model weights of the best validated epoch). Only rank 0 writes files.
@@ -9,6 +14,7 @@ epoch, ``best.pt`` (model weights of the best validated epoch). Only rank 0 writ
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import random
 import time
@@ -23,18 +29,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from training.config import TrainConfig
 from training.distributed import DistContext, all_gather_objects, barrier
 from training.optim import create_optimizer, create_scheduler
 from training.paths import BEST_FILE, LAST_FILE, METRICS_FILE
 
-__all__ = ["FitResult", "capture_rng", "fit", "load_checkpoint", "restore_rng"]
+__all__ = ["FitResult", "ProgressFactory", "capture_rng", "fit", "load_checkpoint", "restore_rng"]
 
 logger = logging.getLogger(__name__)
 
 Validate = Callable[[nn.Module], dict[str, float]]
 """Called with the unwrapped model in eval mode on every rank; returns metrics including the monitored one."""
+
+ProgressFactory = Callable[..., Any]
+"""Makes the progress bar of one ``fit``: called as ``factory(total=, initial=, desc=)`` (batches over all
+epochs); the bar needs ``update(n)``, ``set_postfix_str(text)``, ``refresh()``, ``close()`` and ``n``/``total``
+attributes, as a ``tqdm`` has."""
 
 
 @dataclass(frozen=True)
@@ -164,16 +176,17 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     config: TrainConfig,
     ctx: DistContext,
-    desc: str,
+    bar: Any,
+    postfix: str,
 ) -> float:
-    """One pass over ``loader``; returns the mean loss over all ranks."""
+    """One pass over ``loader``, advancing ``bar`` per batch (postfix: ``postfix`` with ``{loss}``, the running
+    loss, filled in); returns the mean loss over all ranks."""
     model.train()
     cuda_amp = config.amp and ctx.device.type == "cuda"
     cpu_bf16 = config.cpu_bf16 and ctx.device.type == "cpu"
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not ctx.is_main, dynamic_ncols=True)
-    for inputs, targets in bar:
+    for inputs, targets in loader:
         inputs = _to_device(inputs, ctx.device, memory_format)
         targets = _to_device(targets, ctx.device)
         optimizer.zero_grad(set_to_none=True)
@@ -190,7 +203,8 @@ def _train_epoch(
         scheduler.step()
         total += float(loss.detach()) * len(inputs)
         count += len(inputs)
-        bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        bar.set_postfix_str(postfix.format(loss=f"{total / max(count, 1):.4f}"), refresh=False)
+        bar.update(1)
     sums = all_gather_objects((total, count))
     return sum(s for s, _ in sums) / max(1, sum(c for _, c in sums))
 
@@ -208,6 +222,7 @@ def fit(
     resume: bool = False,
     stop_after: int | None = None,
     desc: str = "train",
+    progress: ProgressFactory | None = None,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` epochs (or until early stopping), checkpointing every epoch.
 
@@ -227,7 +242,13 @@ def fit(
         resume: continue from ``out_dir/last.pt`` when it exists.
         stop_after: leave after this many epochs of this call (a pre-emption; the run can be resumed).
         desc: progress-bar label.
+        progress: makes the progress bar (default: a ``tqdm`` on stderr, rank 0 only, log lines above it).
     """
+    if progress is None:  # a terminal bar on rank 0; the epoch logs go above it, not through it
+        terminal = functools.partial(tqdm, disable=not ctx.is_main, dynamic_ncols=True, leave=True, unit="batch")
+        with logging_redirect_tqdm():
+            return fit(model, train_loader, loss_fn, config, out_dir, ctx, validate=validate, monitor=monitor,
+                       resume=resume, stop_after=stop_after, desc=desc, progress=terminal)  # fmt: skip
     out_dir = Path(out_dir)
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +277,9 @@ def fit(
         logger.info("%s: resumed from %s at epoch %d", desc, last_path, start_epoch)
     log = _MetricsLog(out_dir, ctx.is_main, resume and start_epoch > 0)
     stopped_early = bad_epochs >= config.patience > 0
+    steps = len(train_loader)
+    bar = progress(total=config.epochs * steps, initial=start_epoch * steps, desc=desc)
+    scored = ""
     epoch = start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if stopped_early or (stop_after is not None and epoch > start_epoch + stop_after):
@@ -265,9 +289,8 @@ def fit(
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss = _train_epoch(
-            net, train_loader, loss_fn, optimizer, scheduler, scaler, config, ctx, f"{desc} {epoch}/{config.epochs}"
-        )
+        postfix = f"epoch {epoch}/{config.epochs}, loss {{loss}}{scored}"
+        train_loss = _train_epoch(net, train_loader, loss_fn, optimizer, scheduler, scaler, config, ctx, bar, postfix)
         row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"]}
         last_score = float("nan")
         validated = validate is not None and (epoch % config.val_every == 0 or epoch == config.epochs)
@@ -277,6 +300,8 @@ def fit(
                 metrics = validate(model)
             row.update({f"val_{k}": v for k, v in metrics.items()})
             score = last_score = metrics[monitor]
+            scored = f", {monitor} {score:.4g}"
+            bar.set_postfix_str(f"epoch {epoch}/{config.epochs}, loss {train_loss:.4f}{scored}")
             if score > best_score:
                 best_score, best_epoch, bad_epochs = score, epoch, 0
                 if ctx.is_main:
@@ -307,6 +332,11 @@ def fit(
             )
         barrier()
     log.close()
+    if bar.n < bar.total:  # early stopping or a pre-emption: the bar ends where training did
+        bar.total = bar.n
+        bar.set_postfix_str(f"stopped at epoch {epoch}/{config.epochs}{scored}", refresh=False)
+        bar.refresh()
+    bar.close()
     finished = epoch
     if validate is None or best_epoch == 0 or config.keep == "last":
         if ctx.is_main:
