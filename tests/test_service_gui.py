@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from cascade.imageio import decode_image
 from service import create_app
-from tests.fixtures.browser import canvas_pixel, requires_chromium
+from tests.fixtures.browser import canvas_pixel, open_page, requires_chromium
 from tests.fixtures.service import (
     encode_image,
     foreign_image,
@@ -206,14 +206,9 @@ def test_gui_sample_button_analyses_a_sample(page) -> None:
 def three_class_page(tmp_path_factory: pytest.TempPathFactory, three_class_predictor, chromium):
     """The page served with the 3-class, 200x200 bundle of ``tests.fixtures.predictor``."""
     settings = make_settings(tmp_path_factory.mktemp("gui3"), num_samples=1)
-    with uvicorn_server(create_app(settings, loader=loader_for(three_class_predictor, "embedded:three"))) as url:
-        context = chromium.new_context(viewport={"width": 1100, "height": 760})
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.wait_for_selector("body[data-state=idle]")
+    app = create_app(settings, loader=loader_for(three_class_predictor, "embedded:three"))
+    with uvicorn_server(app) as url, open_page(chromium, url, viewport={"width": 1100, "height": 760}) as page:
         yield page
-        context.close()
 
 
 @browser

@@ -20,7 +20,7 @@ from cascade.imageio import decode_image
 from cascade.rle import encode
 from service import create_app
 from service.samples import SampleStore
-from tests.fixtures.browser import canvas_pixel, requires_chromium
+from tests.fixtures.browser import canvas_pixel, open_page, requires_chromium
 from tests.fixtures.predictor import THREE_CLASSES
 from tests.fixtures.service import (
     SMALL_SHAPE,
@@ -172,14 +172,9 @@ def test_gui_analyze_and_postprocess_carry_the_ood_fields(
 def labelled_page(tmp_path_factory: pytest.TempPathFactory, labelled_dir: Path, ood_predictor, chromium):
     """The page served with the OOD-aware tiny bundle and the labelled samples."""
     settings = make_settings(tmp_path_factory.mktemp("gui-labels"), samples_dir=labelled_dir / "train_images")
-    with uvicorn_server(create_app(settings, loader=loader_for(ood_predictor))) as url:
-        context = chromium.new_context(viewport={"width": 1200, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.wait_for_selector("body[data-state=idle]")
+    app = create_app(settings, loader=loader_for(ood_predictor))
+    with uvicorn_server(app) as url, open_page(chromium, url, viewport={"width": 1200, "height": 900}) as page:
         yield page
-        context.close()
 
 
 def _wait_render(page, action) -> None:
