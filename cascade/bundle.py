@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cascade.device import resolve_device
 from cascade.manifest import BundleManifest, ModelSpec
 
 __all__ = [
@@ -360,8 +361,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
     from safetensors.torch import load_file
 
     path = Path(path)
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(str(device))
     manifest = read_manifest(path)
     weights = _weights_path(path)
     try:

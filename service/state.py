@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.batching import InferenceWorker, PredictorLike
+from cascade.device import uses_gpu
+from service.batching import InferenceWorker
 from service.jobs import JobManager
 from service.limits import ImageLimits, MemoryBudget
 from service.metrics import ServiceMetrics
@@ -17,11 +18,14 @@ from service.samples import SampleStore
 from service.sessions import SessionCache
 from service.settings import ServiceSettings
 
+if TYPE_CHECKING:  # the protocol only; cascade.predictor loads when the first predictor is built
+    from cascade.predictor import Predictor
+
 __all__ = ["Loader", "ServiceState", "bundle_label", "default_loader", "worker_plan"]
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[ServiceSettings], tuple[PredictorLike, str]]
+Loader = Callable[[ServiceSettings], "tuple[Predictor, str]"]
 """Builds a predictor from the settings; returns it and a label of the bundle (path or ``embedded:...``).
 
 Called once per inference worker, one call after the other, with ``threads`` resolved by ``worker_plan``. A
@@ -37,12 +41,7 @@ def worker_plan(settings: ServiceSettings) -> tuple[int, int | None]:
     """
     import os
 
-    on_gpu = settings.device.startswith("cuda")
-    if settings.device == "auto":
-        import torch
-
-        on_gpu = torch.cuda.is_available()
-    if on_gpu:
+    if uses_gpu(settings.device):
         return settings.workers or 1, settings.threads
     cores = os.cpu_count() or 1
     if settings.workers is None:
@@ -62,7 +61,7 @@ def bundle_label(path: Path) -> str:
     return str(path)
 
 
-def default_loader(settings: ServiceSettings) -> tuple[PredictorLike, str]:
+def default_loader(settings: ServiceSettings) -> tuple[Predictor, str]:
     """Load ``settings.bundle`` (a path, a shipped bundle's name, or None for the embedded demo bundle)."""
     from cascade.embedded import resolve_bundle
     from cascade.predictor import CascadePredictor
@@ -168,11 +167,11 @@ class ServiceState:
             worker.workers,
         )
 
-    def _build_predictors(self, loader: Loader) -> list[PredictorLike]:
+    def _build_predictors(self, loader: Loader) -> list[Predictor]:
         """One predictor per worker, built one after the other (first engine calls never overlap)."""
         count, threads = worker_plan(self.settings)
         settings = self.settings.model_copy(update={"threads": threads})
-        predictors: list[PredictorLike] = []
+        predictors: list[Predictor] = []
         for _ in range(count):
             predictor, self.bundle_label = loader(settings)
             if any(predictor is p for p in predictors):

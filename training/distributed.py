@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cascade.device import resolve_device as cascade_device
+
 __all__ = [
     "DistContext",
     "all_gather_objects",
@@ -67,10 +69,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device={name!r} is not valid; allowed: ['auto', 'cpu', 'cuda']")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+    if cascade_device(name) == "cpu":  # "auto" without CUDA; "cuda" without it raises
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but CUDA is not available; use 'auto' or 'cpu'")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

@@ -300,11 +300,10 @@ def _local_parallelism(device: str, parallel: int, threads: int | None) -> tuple
     """
     import os
 
-    import torch
+    from cascade.device import uses_gpu
 
     cores = os.cpu_count() or 1
-    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if on_gpu:
+    if uses_gpu(device):
         return parallel or 1, threads
     if parallel == 0:
         per = threads or 1

@@ -17,11 +17,22 @@ import contextlib
 import functools
 import platform
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRECISIONS", "Runtime", "cpu_supports_bf16", "cuda_available", "resolve_device", "resolve_threads"]
+from cascade.device import cuda_available, resolve_device
+
+__all__ = [
+    "PRECISIONS",
+    "EngineRuntime",
+    "Runtime",
+    "cpu_supports_bf16",
+    "cuda_available",
+    "resolve_device",
+    "resolve_threads",
+]
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 """Compute precisions a runtime may use; anything but fp32 is judged with the looser parity bound."""
@@ -82,22 +93,32 @@ class Runtime(ABC):
         return f"{type(self).__name__}(name={self.name!r}, device={self.device!r}, threads={self.threads})"
 
 
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; other values are checked and returned."""
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cpu" or device.startswith("cuda"):
-        if device.startswith("cuda") and not cuda_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-        return device
-    raise ValueError(f"unknown device {device!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:<index>'")
+class EngineRuntime(Runtime):
+    """A runtime over one engine handle per network (an ONNX Runtime session, an OpenVINO infer request).
 
+    Subclasses fill ``_classifier`` and ``_segmenters`` (class id -> handle) and implement ``_run``; the
+    classifier's key is ``"classifier"``, a segmenter's its class id.
+    """
 
-def cuda_available() -> bool:
-    """True when torch sees a CUDA device."""
-    import torch
+    _classifier: object
+    _segmenters: dict[int, object]
 
-    return bool(torch.cuda.is_available())
+    @abstractmethod
+    def _run(self, key: Hashable, handle: object, batch: np.ndarray) -> np.ndarray:
+        """One network on ``batch`` ``(N, 3, H, W)``: its output probabilities, float32."""
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, 3, H, W)`` -> ``(N, 4)`` probabilities."""
+        return self._run("classifier", self._classifier, batch)
+
+    def segment(self, class_id: int, batch: np.ndarray) -> np.ndarray:
+        """``(N, 3, H, W)`` -> ``(N, H, W)`` probabilities of ``class_id``'s segmenter."""
+        self._check_class(class_id)
+        return self._run(class_id, self._segmenters[class_id], batch)[:, 0]
+
+    def close(self) -> None:
+        """Drop the networks."""
+        self._segmenters.clear()
 
 
 def resolve_threads(threads: int | None) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.runtimes.base import Runtime, resolve_threads
+from cascade.runtimes.base import EngineRuntime, resolve_threads
 from cascade.runtimes.shapes import is_oversized
 from cascade.runtimes.warmup import (
     DEFAULT_WARMUP_SIDE,
@@ -88,7 +88,7 @@ def _shrink_arena() -> object:
     return options
 
 
-class OnnxRuntime(Runtime):
+class OnnxRuntime(EngineRuntime):
     """ONNX Runtime inference of exported models (outputs are probabilities, sigmoid included).
 
     Args:
@@ -134,16 +134,3 @@ class OnnxRuntime(Runtime):
         feed = {name: np.ascontiguousarray(batch, dtype=np.float32)}
         options = _shrink_arena() if is_oversized(batch) else None
         return first_call(self._called, key, lambda: session.run(None, feed, options)[0])
-
-    def classify(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, 3, H, W)`` -> ``(N, 4)`` probabilities."""
-        return self._run("classifier", self._classifier, batch)
-
-    def segment(self, class_id: int, batch: np.ndarray) -> np.ndarray:
-        """``(N, 3, H, W)`` -> ``(N, H, W)`` probabilities of ``class_id``'s segmenter."""
-        self._check_class(class_id)
-        return self._run(class_id, self._segmenters[class_id], batch)[:, 0]
-
-    def close(self) -> None:
-        """Drop the sessions."""
-        self._segmenters.clear()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.runtimes.base import Runtime, cpu_supports_bf16, resolve_threads
+from cascade.runtimes.base import EngineRuntime, cpu_supports_bf16, resolve_threads
 from cascade.runtimes.shapes import RUNTIME_CACHE_ENTRIES, is_oversized
 from cascade.runtimes.warmup import (
     DEFAULT_WARMUP_SIDE,
@@ -55,7 +55,7 @@ def _touch_tensor_once() -> None:
             _tensor_touched = True
 
 
-class OpenVinoRuntime(Runtime):
+class OpenVinoRuntime(EngineRuntime):
     """OpenVINO inference of exported models (outputs are probabilities, sigmoid included).
 
     Args:
@@ -135,16 +135,7 @@ class OpenVinoRuntime(Runtime):
                 self._segmenters[key] = fresh
         return out
 
-    def classify(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, 3, H, W)`` -> ``(N, 4)`` probabilities."""
-        return self._run("classifier", self._classifier, batch)
-
-    def segment(self, class_id: int, batch: np.ndarray) -> np.ndarray:
-        """``(N, 3, H, W)`` -> ``(N, H, W)`` probabilities of ``class_id``'s segmenter."""
-        self._check_class(class_id)
-        return self._run(class_id, self._segmenters[class_id], batch)[:, 0]
-
     def close(self) -> None:
         """Drop the compiled models."""
-        self._segmenters.clear()
+        super().close()
         self._compiled.clear()
