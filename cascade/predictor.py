@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -35,11 +36,26 @@ from cascade.results import ClassPrediction, ImagePrediction
 from cascade.rle import encode
 from cascade.runtimes import Runtime, RuntimeReport, create_runtime, resolve_device, select_runtime
 
-__all__ = ["CascadePredictor", "PredictorStats", "RawOutput"]
+__all__ = ["CascadePredictor", "Predictor", "PredictorStats", "RawOutput"]
 
 logger = logging.getLogger(__name__)
 
 _FLIP_AXIS = {"hflip": -1, "vflip": -2}
+
+
+class Predictor(Protocol):
+    """What the service's worker and the folder scorers ask of a predictor (``CascadePredictor`` has it)."""
+
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        image_ids: Sequence[str] | None = None,
+        mode: str = "cascade",
+        params: Sequence[ClassParams] | None = None,
+    ) -> list[ImagePrediction]:
+        """Predict a batch of ``(H, W, 3)`` uint8 images (``params``: per-class parameters other than the
+        bundle's; the folder scorers never pass them)."""
+        ...
 
 
 @dataclass(frozen=True)

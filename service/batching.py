@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,9 +37,11 @@ from cascade.manifest import ClassParams
 from cascade.results import ImagePrediction
 from service.metrics import ServiceMetrics
 
+if TYPE_CHECKING:  # the protocol only; the worker takes any object with its ``predict``
+    from cascade.predictor import Predictor
+
 __all__ = [
     "InferenceWorker",
-    "PredictorLike",
     "Priority",
     "QueueFullError",
     "RequestTimeoutError",
@@ -47,20 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class PredictorLike(Protocol):
-    """What the worker needs of ``cascade.predictor.CascadePredictor``."""
-
-    def predict(
-        self,
-        images: Sequence[np.ndarray],
-        image_ids: Sequence[str] | None = None,
-        mode: str = "cascade",
-        params: Sequence[ClassParams] | None = None,
-    ) -> list[ImagePrediction]:
-        """Predict a batch of ``(H, W, 3)`` uint8 images."""
-        ...
 
 
 class Priority(enum.IntEnum):
@@ -117,7 +105,7 @@ class InferenceWorker:
 
     def __init__(
         self,
-        predictor: PredictorLike | Sequence[PredictorLike],
+        predictor: Predictor | Sequence[Predictor],
         *,
         max_batch_size: int = 8,
         max_wait_s: float = 0.005,
@@ -132,7 +120,7 @@ class InferenceWorker:
         predictors = tuple(predictor) if isinstance(predictor, Sequence) else (predictor,)
         if not predictors or len({id(p) for p in predictors}) != len(predictors):
             raise ValueError(f"need one or more distinct predictors, got {len(predictors)} ({predictors!r:.200})")
-        self.predictors: tuple[PredictorLike, ...] = predictors
+        self.predictors: tuple[Predictor, ...] = predictors
         self.predictor = predictors[0]  # its manifest describes them all
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -276,7 +264,7 @@ class InferenceWorker:
         self._update_depth()
 
     # ------------------------------------------------------------------ the worker threads
-    def _run(self, predictor: PredictorLike) -> None:
+    def _run(self, predictor: Predictor) -> None:
         logger.info("inference worker started (max batch %d, max wait %g s)", self.max_batch_size, self.max_wait_s)
         while True:
             batch = self._next_batch()
@@ -320,7 +308,7 @@ class InferenceWorker:
             (batch if item.key == key and item.call is None else keep).append(item)
         queue.extendleft(reversed(keep))
 
-    def _execute(self, batch: list[_Item], predictor: PredictorLike) -> None:
+    def _execute(self, batch: list[_Item], predictor: Predictor) -> None:
         live = [item for item in batch if item.future.set_running_or_notify_cancel()]
         if not live:
             return
@@ -343,7 +331,7 @@ class InferenceWorker:
             self.metrics.batch_size.observe(len(live))
             self.metrics.batch_seconds.observe(elapsed)
 
-    def _retry_singly(self, predictor: PredictorLike, items: list[_Item], err: Exception) -> None:
+    def _retry_singly(self, predictor: Predictor, items: list[_Item], err: Exception) -> None:
         if len(items) == 1:
             self._fail(items[0], err)
             return
@@ -359,7 +347,7 @@ class InferenceWorker:
         self._batch_seconds = elapsed if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * elapsed
         return elapsed
 
-    def _predict(self, predictor: PredictorLike, items: list[_Item]) -> list[ImagePrediction]:
+    def _predict(self, predictor: Predictor, items: list[_Item]) -> list[ImagePrediction]:
         first = items[0]
         results = predictor.predict(
             [item.image for item in items], [item.image_id for item in items], mode=first.mode, params=first.params
@@ -380,7 +368,7 @@ class InferenceWorker:
             self.metrics.item_failures.labels(type(err).__name__).inc()
         item.future.set_exception(err)
 
-    def _run_call(self, item: _Item, predictor: PredictorLike) -> None:
+    def _run_call(self, item: _Item, predictor: Predictor) -> None:
         try:
             item.future.set_result(item.call(predictor))  # type: ignore[misc]
         except Exception as err:  # reported to the caller

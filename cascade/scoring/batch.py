@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,20 +15,15 @@ from cascade.results import ImagePrediction
 from cascade.scoring.job import BatchResult
 from cascade.scoring.masks import write_mask_outputs
 
-__all__ = ["Decoded", "Predictor", "decode_bytes", "decode_file", "predict_batch", "run_batch"]
+if TYPE_CHECKING:  # the protocol only; cascade.predictor would load the runtimes
+    from cascade.predictor import Predictor
+
+__all__ = ["Decoded", "decode_bytes", "decode_file", "predict_batch", "run_batch"]
 
 Decoded = tuple[np.ndarray | None, str | None, float]
 """``(image (H, W, 3) uint8 or None, error reason or None, decode seconds)``."""
 
 logger = logging.getLogger(__name__)
-
-
-class Predictor(Protocol):
-    """What the folder scorer needs of a predictor (``CascadePredictor`` has it)."""
-
-    def predict(
-        self, images: Sequence[np.ndarray], image_ids: Sequence[str] | None = None, mode: str = "cascade"
-    ) -> list[ImagePrediction]: ...
 
 
 def decode_bytes(data: bytes, name: str) -> Decoded:

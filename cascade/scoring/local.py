@@ -22,15 +22,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cascade.constants import CLASS_IDS
 from cascade.formats import Layout
-from cascade.scoring.batch import Decoded, Predictor, decode_file, run_batch
+from cascade.scoring.batch import Decoded, decode_file, run_batch
 from cascade.scoring.folder import errors_path
 from cascade.scoring.job import BatchResult, JobTally, plan_job
 from cascade.scoring.sink import OrderedSink
 from cascade.scoring.summary import ScoreProgress, ScoreSummary
 from cascade.scoring.watchdog import DEFAULT_STALL_TIMEOUT_S, StallWatchdog
+
+if TYPE_CHECKING:  # the protocol only; cascade.predictor would load the runtimes
+    from cascade.predictor import Predictor
 
 __all__ = ["score_folder"]
 

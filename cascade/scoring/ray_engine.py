@@ -30,17 +30,20 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cascade.formats import Layout
-from cascade.scoring.batch import Predictor, decode_file, run_batch
+from cascade.scoring.batch import decode_file, run_batch
 from cascade.scoring.folder import errors_path
 from cascade.scoring.job import BatchResult, JobTally, plan_job
 from cascade.scoring.sink import OrderedSink
 from cascade.scoring.summary import ScoreProgress, ScoreSummary
 from cascade.scoring.watchdog import DEFAULT_STALL_TIMEOUT_S, StallWatchdog
+
+if TYPE_CHECKING:  # the protocol only; cascade.predictor would load the runtimes
+    from cascade.predictor import Predictor
 
 __all__ = ["RayUnavailableError", "score_folder_ray"]
 
