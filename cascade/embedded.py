@@ -3,18 +3,24 @@
 ``demo`` is the default (trained on synthetic Severstal-like data); ``neu-seg`` is trained on the real
 NEU-Seg steel set (3 classes, 200x200). Everywhere a bundle is accepted, a name from
 ``embedded_bundle_names()`` stands for the shipped file; anything else is a path.
+
+``CASCADE_BUNDLES_DIR`` names another folder to take the shipped bundles from (a site's own bundles, or a
+test's tiny one), instead of the package's ``cascade/data``.
 """
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
 from cascade.bundle import BundleError
 
 __all__ = [
+    "BUNDLES_DIR_ENV",
     "DEFAULT_BUNDLE",
     "EMBEDDED_BUNDLE_FILE",
+    "bundles_dir",
     "embedded_bundle_exists",
     "embedded_bundle_names",
     "embedded_bundle_path",
@@ -30,17 +36,25 @@ EMBEDDED_BUNDLE_FILE = DEFAULT_BUNDLE + _SUFFIX
 """File name of the demo bundle inside the ``cascade/data`` package directory."""
 
 
-def _data_dir() -> Path:
+BUNDLES_DIR_ENV = "CASCADE_BUNDLES_DIR"
+"""Environment variable naming the folder of shipped bundles; unset or empty: the package's ``cascade/data``."""
+
+
+def bundles_dir() -> Path:
+    """The folder the shipped bundles are taken from: ``$CASCADE_BUNDLES_DIR``, else ``cascade/data``."""
+    override = os.environ.get(BUNDLES_DIR_ENV)
+    if override:
+        return Path(override)
     return Path(str(resources.files("cascade").joinpath("data")))
 
 
 def _candidate(name: str = DEFAULT_BUNDLE) -> Path:
-    return _data_dir() / f"{name}{_SUFFIX}"
+    return bundles_dir() / f"{name}{_SUFFIX}"
 
 
 def embedded_bundle_names() -> tuple[str, ...]:
     """Names of the bundles shipped in the installed package, sorted."""
-    folder = _data_dir()
+    folder = bundles_dir()
     if not folder.is_dir():
         return ()
     return tuple(sorted(p.name.removesuffix(_SUFFIX) for p in folder.glob(f"*{_SUFFIX}")))

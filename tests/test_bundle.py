@@ -235,27 +235,25 @@ def test_wrong_shape(tmp_path: Path, tiny_bundle_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ embedded bundle
 def test_embedded_bundle_missing_says_make_retrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tmp_path / embedded.EMBEDDED_BUNDLE_FILE)
+    monkeypatch.setenv(embedded.BUNDLES_DIR_ENV, str(tmp_path))  # a folder without the demo bundle
     assert embedded.embedded_bundle_exists() is False
     with pytest.raises(BundleError, match="run `make retrain`"):
         embedded.resolve_bundle(None)
     assert embedded.resolve_bundle("x/y.safetensors") == Path("x/y.safetensors")
 
 
-def test_embedded_bundle_resolves_when_present(
-    tmp_path: Path, tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tiny_bundle_path)
+def test_embedded_bundle_resolves_when_present(tiny_as_embedded: Path) -> None:
     assert embedded.embedded_bundle_exists() is True
-    assert embedded.resolve_bundle(None) == tiny_bundle_path
-    assert embedded.embedded_bundle_path() == tiny_bundle_path
+    assert embedded.resolve_bundle(None) == tiny_as_embedded
+    assert embedded.embedded_bundle_path() == tiny_as_embedded
+    assert embedded.embedded_bundle_names() == ("demo",)
 
 
 def test_named_bundles_resolve_by_name(tmp_path: Path, tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "neu-seg.cascade.safetensors").write_bytes(tiny_bundle_path.read_bytes())
-    monkeypatch.setattr(embedded, "_data_dir", lambda: data)
+    monkeypatch.setenv(embedded.BUNDLES_DIR_ENV, str(data))
     assert "neu-seg" in embedded.embedded_bundle_names()
     for name in ("neu-seg", "embedded:neu-seg", Path("neu-seg")):
         assert embedded.resolve_bundle(name) == data / "neu-seg.cascade.safetensors"
@@ -268,9 +266,12 @@ def test_shipped_bundles_include_demo() -> None:
     assert "demo" in embedded.embedded_bundle_names()
 
 
-def test_embedded_path_is_package_data() -> None:
-    path = embedded._candidate()
+def test_embedded_path_is_package_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(embedded.BUNDLES_DIR_ENV, raising=False)
+    path = embedded.embedded_bundle_path()
     assert path.parts[-3:] == ("cascade", "data", embedded.EMBEDDED_BUNDLE_FILE)
+    monkeypatch.setenv(embedded.BUNDLES_DIR_ENV, "")  # empty counts as unset
+    assert embedded.embedded_bundle_path() == path
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -290,8 +291,7 @@ def test_cli_bundle_info_json(tiny_bundle_dir: Path, tiny_manifest: BundleManife
     assert BundleManifest.from_json(result.output) == tiny_manifest
 
 
-def test_cli_bundle_info_defaults_to_embedded(tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tiny_bundle_path)
+def test_cli_bundle_info_defaults_to_embedded(tiny_as_embedded: Path) -> None:
     result = CliRunner().invoke(app, ["bundle", "info", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["classifier"] == ModelSpec("timm", "test_efficientnet").to_dict()

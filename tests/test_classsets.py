@@ -257,7 +257,7 @@ def test_serve_accepts_a_shipped_bundle_name(
     shipped = tmp_path / "data"
     shipped.mkdir()
     shutil.copy(three_class_bundle_path, shipped / "three.cascade.safetensors")
-    monkeypatch.setattr(embedded, "_data_dir", lambda: shipped)
+    monkeypatch.setenv(embedded.BUNDLES_DIR_ENV, str(shipped))
     assert "three" in embedded.embedded_bundle_names()
 
     for spec in ("three", "embedded:three"):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-import cascade.embedded as embedded
 from cascade.bundle import LoadedBundle
 from cascade.manifest import ClassParams, InputPolicy, Normalization
 from cascade.predictor import CascadePredictor
@@ -195,11 +194,10 @@ def test_max_batch_chunks_runtime_calls(confident_bundle: LoadedBundle) -> None:
     assert raw.maps[0][1].dtype == np.float16
 
 
-def test_from_bundle_path_and_embedded(tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_bundle_path_and_embedded(tiny_bundle_path: Path, tiny_as_embedded: Path) -> None:
     predictor = CascadePredictor.from_bundle(tiny_bundle_path, device="auto", runtime="torch")
     assert predictor.runtime_name == "torch" and predictor.runtime_report is None
     assert predictor.device == ("cuda" if torch.cuda.is_available() else "cpu")
-    monkeypatch.setattr(embedded, "_candidate", lambda name="demo": tiny_bundle_path)
     embedded_predictor = CascadePredictor.from_bundle(runtime="torch", device="cpu", tta=("vflip",))
     assert embedded_predictor.tta == ("vflip",)
     assert len(embedded_predictor.predict(random_images(1))) == 1
