@@ -151,9 +151,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(port: int, state: Path, *extra: str, bundle: str | None = None) -> subprocess.Popen:
-    """``cascade serve`` on 127.0.0.1:``port`` in a subprocess (no GUI samples, warnings only)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CASCADE_NUM_SAMPLES": "0"}
+def start_server(
+    port: int, state: Path, *extra: str, bundle: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``cascade serve`` on 127.0.0.1:``port`` in a subprocess (no GUI samples, warnings only; ``env`` added to
+    this process's environment)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CASCADE_NUM_SAMPLES": "0", **(env or {})}
     command = [sys.executable, "-m", "cascade.cli.main", "serve", "--port", str(port), "--state-dir", str(state)]
     command += ["--log-level", "warning", *(["--bundle", bundle] if bundle else []), *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -177,9 +180,11 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
 
 
 @contextmanager
-def serving(port: int, state: Path, *extra: str, bundle: str | None = None) -> Iterator[subprocess.Popen]:
+def serving(
+    port: int, state: Path, *extra: str, bundle: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     """``start_server`` ready to serve (``wait_ready``) for the block; terminated (killed after 30 s) when it ends."""
-    proc = start_server(port, state, *extra, bundle=bundle)
+    proc = start_server(port, state, *extra, bundle=bundle, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
         yield proc

@@ -10,11 +10,8 @@ samples the server's RSS during and after every request.
 from __future__ import annotations
 
 import io
-import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -28,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.loadgen import serving
 from tests.fixtures.service import encode_image, free_port, loader_for, make_settings
 
 CLOSED = 0
@@ -339,41 +337,11 @@ def test_hostile_input_gets_its_answer(hostile_port: int, case: Case) -> None:
 def _server_process(bundle: Path, state_dir: Path) -> Iterator[tuple[int, int]]:
     """``cascade serve`` with the corpus limits: yields ``(port, pid)``."""
     port = free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "CASCADE_NUM_SAMPLES": "0",
-        **{f"CASCADE_{k.upper()}": str(v) for k, v in LIMITS.items() if k != "body_timeout_s"},
-    }
-    command = [
-        sys.executable, "-m", "cascade.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
-        "--runtime", "torch", "--device", "cpu", "--workers", "1", "--threads", "1", "--state-dir", str(state_dir),
-        "--body-timeout", str(LIMITS["body_timeout_s"]), "--log-level", "warning",
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            try:
-                status, _ = send(
-                    port,
-                    Case("ready", ((b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 0.0),), 200),
-                    5,
-                )
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+    env = {f"CASCADE_{k.upper()}": str(v) for k, v in LIMITS.items() if k != "body_timeout_s"}
+    options = ["--runtime", "torch", "--device", "cpu", "--workers", "1", "--threads", "1"]
+    options += ["--body-timeout", str(LIMITS["body_timeout_s"])]
+    with serving(port, state_dir, *options, bundle=str(bundle), env=env) as proc:
         yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _peak_rss(pid: int, run: Callable[[], object]) -> tuple[float, object]:
