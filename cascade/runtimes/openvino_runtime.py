@@ -8,7 +8,8 @@ living in the same process).
 
 Per-shape memory (``cascade.runtimes.shapes``): the plugin's cache of primitives compiled per input shape is
 capped at ``RUNTIME_CACHE_ENTRIES`` (``CPU_RUNTIME_CACHE_CAPACITY``), and after a call above
-``RELEASE_ABOVE_PIXELS`` the network gets a fresh infer request, so the buffers sized for that input go.
+``RELEASE_ABOVE_PIXELS`` the network gets a fresh infer request and its compiled model releases its
+intermediate memory (``CompiledModel.release_memory``), so the buffers sized for that input go.
 
 Cold start: the runtime is built under ``cascade.runtimes.warmup.ENGINE_LOCK`` and runs one tiny
 inference per network there, after touching ``ov.Tensor(...).data`` once per process, so two predictors
@@ -127,12 +128,13 @@ class OpenVinoRuntime(EngineRuntime):
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
         out = first_call(self._called, key, call)
-        if is_oversized(batch):  # a fresh request: the old one's buffers, sized for this input, are freed
-            fresh = self._compiled[key].create_infer_request()
+        if is_oversized(batch):  # hand back the buffers sized for this input: a fresh request, then release_memory
+            compiled = self._compiled[key]
             if key == "classifier":
-                self._classifier = fresh
+                self._classifier = compiled.create_infer_request()
             else:
-                self._segmenters[key] = fresh
+                self._segmenters[key] = compiled.create_infer_request()
+            compiled.release_memory()
         return out
 
     def close(self) -> None:
