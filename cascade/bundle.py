@@ -36,6 +36,7 @@ __all__ = [
     "is_file_bundle_path",
     "load_bundle",
     "read_manifest",
+    "replace_manifest",
     "save_bundle",
     "weights_summary",
 ]
@@ -166,6 +167,43 @@ def save_bundle(
         _atomic_write(path / MANIFEST_FILE, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     logger.info("saved bundle %s (%d tensors, store dtype %s)", path, len(tensors), store)
     return path
+
+
+def replace_manifest(path: str | Path, manifest: BundleManifest, out: str | Path | None = None) -> Path:
+    """Write a bundle with another manifest and the very same weight tensors (keys, dtypes and values).
+
+    Used to refresh a stored summary (e.g. the out-of-distribution reference) without retraining or converting
+    the weights.
+
+    Args:
+        path: the bundle to copy (file or directory form).
+        manifest: the new manifest; its model specs must fit the weights.
+        out: where to write (default: over ``path``, atomically); its form follows the path as in ``save_bundle``.
+
+    Raises:
+        BundleError: ``path`` is not a readable bundle, or the weights do not fit ``manifest``.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    out = path if out is None else Path(out)
+    weights = _weights_path(path)
+    meta = _safetensors_metadata(weights, path)
+    with safe_open(str(weights), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a Mapping
+    _check_fits(tensors, _expected_shapes(manifest), out, verb="saving")
+    text = manifest.to_json()
+    if is_file_bundle_path(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta | {MANIFEST_KEY: text}))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        meta.pop(MANIFEST_KEY, None)
+        _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        _atomic_write(out / MANIFEST_FILE, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    logger.info("wrote bundle %s with a new manifest (%d tensors copied from %s)", out, len(tensors), path)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- read

@@ -1,4 +1,5 @@
-"""CLI commands: ``cascade bundle info [PATH]`` shows what a bundle holds.
+"""CLI commands: ``cascade bundle info [PATH]`` shows what a bundle holds; ``cascade bundle refit-ood`` refreshes its
+out-of-distribution reference from its training images without retraining.
 
 Other modules may add commands to the group through ``bundle_app`` (e.g. ``bundle export``).
 """
@@ -76,6 +77,14 @@ def format_info(path: Path, manifest: Any, summary: dict[str, dict[str, Any]]) -
             f"{params.min_area:>10}{params.min_component_area:>10}  {params.soft_gate}"
         )
     lines += describe_gate(manifest)
+    ood = manifest.ood
+    if ood is None:
+        lines.append("OOD reference:  none (predictions carry no ood_score)")
+    else:
+        lines.append(
+            f"OOD reference:  {len(ood.features)} statistics ({', '.join(ood.features)}) of {ood.images} training "
+            f"images, threshold {ood.threshold:.3f}" + ("" if ood.scale_below else " (one spread for both sides)")
+        )
     lines.append("Provenance:")
     if not manifest.provenance:
         lines.append("  (none)")
@@ -103,6 +112,55 @@ def info(
         typer.echo(f"error: {bundle_error(path, err)}", err=True)
         raise typer.Exit(code=1) from err
     typer.echo(manifest.to_json() if as_json else format_info(resolved, manifest, summary))
+
+
+def _training_images(data: Path, split: str | None, manifest: Any) -> tuple[Path, list[str]]:
+    """The images folder and image ids of ``data``: a folder of images, or labelled data (``split`` of a VOC set)."""
+    from cascade.datasource import open_labelled
+    from cascade.scoring.folder import list_images
+
+    if split is None and data.is_dir() and (names := list_images(data)):
+        return data, names
+    labelled = open_labelled(data, classes=manifest.class_set, split=split, require_masks=False)
+    return labelled.images_dir, list(labelled.annotations.image_ids)
+
+
+@bundle_app.command("refit-ood")
+def refit_ood(
+    path: Path | None = typer.Argument(
+        None, help="Bundle file or directory, or a shipped bundle's name; defaults to the demo.", show_default=False
+    ),
+    data: Path = typer.Option(
+        ..., "--data", exists=True, help="The bundle's training images: a folder of images or labelled data."
+    ),
+    split: str | None = typer.Option(None, "--split", help="Use only this split of --data (VOC, e.g. train)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Bundle to write (default: over the input bundle)."),
+    max_images: int = typer.Option(2000, "--max-images", min=2, help="Evenly spaced images the reference uses."),
+) -> None:
+    """Refit a bundle's out-of-distribution reference (cascade.ood) on its training images, without retraining.
+
+    Everything else (weights, thresholds, calibration, provenance) is copied unchanged.
+    """
+    import dataclasses
+
+    from cascade.bundle import BundleError, read_manifest, replace_manifest
+    from cascade.datasource import DataSourceError
+    from cascade.embedded import resolve_bundle
+    from cascade.ood import fit_reference_on_images
+
+    try:
+        resolved = resolve_bundle(path)
+        manifest = read_manifest(resolved)
+        images_dir, image_ids = _training_images(data, split, manifest)
+        reference = fit_reference_on_images(images_dir, image_ids, max_images=max_images, show_progress=True)
+        written = replace_manifest(resolved, dataclasses.replace(manifest, ood=reference), out)
+    except (BundleError, DataSourceError, ValueError) as err:
+        typer.echo(f"error: {bundle_error(path, err) if isinstance(err, BundleError) else err}", err=True)
+        raise typer.Exit(code=1) from err
+    typer.echo(
+        f"{written}: out-of-distribution reference refitted on {reference.images} of {len(image_ids)} images in "
+        f"{images_dir} ({len(reference.features)} statistics, threshold {reference.threshold:.3f})"
+    )
 
 
 def register(app: typer.Typer) -> None:
