@@ -1,8 +1,17 @@
-"""Prometheus metrics of one app, kept in the app's own ``CollectorRegistry`` (several apps per process stay apart)."""
+"""Prometheus metrics of one app, kept in the app's own ``CollectorRegistry`` (several apps per process stay apart).
+
+Out-of-distribution monitoring (``cascade.ood``): every predicted image's ``ood_score`` goes into the
+``cascade_ood_score`` histogram and is counted by verdict in ``cascade_ood_images``; the drift statistics are over
+the last ``ood_window`` scored images: the share flagged (``cascade_ood_recent_flagged_share``, about 0.01 to 0.05
+on images like the bundle's training images, rising as inputs drift) and the mean score
+(``cascade_ood_recent_mean_score``, to compare with ``cascade_ood_threshold``).
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -15,16 +24,23 @@ __all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "ServiceMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+_OOD_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 50.0, 100.0)
+"""Scores of current references are about 1 at the training images' extremes; older ones (one MAD scale) about 5."""
+OOD_WINDOW = 500
+"""Recent scored images the drift statistics are computed over."""
 
 
 class ServiceMetrics:
-    """The service's metrics: request latency, errors, batch sizes, queue depth, per-class positives.
+    """The service's metrics: request latency, errors, batch sizes, queue depth, per-class positives and
+    out-of-distribution scores with their drift over the last ``ood_window`` scored images.
 
     Attributes:
         registry: the per-app registry exposed at ``/metrics``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ood_window: int = OOD_WINDOW) -> None:
+        if ood_window < 1:
+            raise ValueError(f"ood_window must be >= 1, got {ood_window}")
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_latency = Histogram(
@@ -71,19 +87,70 @@ class ServiceMetrics:
             "cascade_inference_workers", "Inference workers (predictors) serving requests.", registry=r
         )
         self.jobs = Gauge("cascade_jobs", "Folder jobs by state.", ("state",), registry=r)
+        self.ood_score = Histogram(
+            "cascade_ood_score",
+            "Out-of-distribution score per predicted image (cascade.ood; above cascade_ood_threshold: out of "
+            "distribution). Images of a bundle without a reference are not scored.",
+            buckets=_OOD_BUCKETS,
+            registry=r,
+        )
+        self.ood_images = Counter(
+            "cascade_ood_images",
+            "Scored images by verdict: in_distribution is false when the score is above the threshold.",
+            ("in_distribution",),
+            registry=r,
+        )
+        self.ood_threshold = Gauge(
+            "cascade_ood_threshold", "The served bundle's out-of-distribution threshold (NaN: none).", registry=r
+        )
+        self.ood_recent_flagged = Gauge(
+            "cascade_ood_recent_flagged_share",
+            f"Drift: share of the last {ood_window} scored images that were out of distribution (NaN before any).",
+            registry=r,
+        )
+        self.ood_recent_mean = Gauge(
+            "cascade_ood_recent_mean_score",
+            f"Drift: mean out-of-distribution score of the last {ood_window} scored images (NaN before any).",
+            registry=r,
+        )
+        self.ood_recent_images = Gauge(
+            "cascade_ood_recent_images", f"Scored images the drift statistics cover (at most {ood_window}).", registry=r
+        )
+        for verdict in ("true", "false"):
+            self.ood_images.labels(verdict)
+        for gauge in (self.ood_threshold, self.ood_recent_flagged, self.ood_recent_mean):
+            gauge.set(float("nan"))
+        self._recent: deque[tuple[float, bool]] = deque(maxlen=ood_window)
+        self._recent_lock = threading.Lock()
 
     def register_classes(self, class_ids: Sequence[int], names: Sequence[str]) -> None:
         """Show a zero ``cascade_class_positives`` series for every class of the loaded bundle from the start."""
         for class_id, name in zip(class_ids, names, strict=True):
             self.positives.labels(str(class_id), name)
 
+    def register_ood(self, threshold: float | None) -> None:
+        """Show the served bundle's out-of-distribution threshold (None: the bundle has no reference)."""
+        self.ood_threshold.set(float("nan") if threshold is None else threshold)
+
     def observe_predictions(self, predictions: Iterable[ImagePrediction], priority: str) -> None:
-        """Count images and per-class positives."""
+        """Count images, per-class positives and out-of-distribution verdicts; update the drift statistics."""
+        scored = []
         for pred in predictions:
             self.images.labels(priority).inc()
             for cls in pred.classes:
                 if cls.present:
                     self.positives.labels(str(cls.class_id), cls.name).inc()
+            if pred.ood_score is not None:
+                self.ood_score.observe(pred.ood_score)
+                self.ood_images.labels(str(bool(pred.in_distribution)).lower()).inc()
+                scored.append((float(pred.ood_score), not pred.in_distribution))
+        if scored:
+            with self._recent_lock:
+                self._recent.extend(scored)
+                scores, flagged = zip(*self._recent, strict=True)
+                self.ood_recent_images.set(len(scores))
+            self.ood_recent_mean.set(sum(scores) / len(scores))
+            self.ood_recent_flagged.set(sum(flagged) / len(flagged))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's registry."""

@@ -132,6 +132,8 @@ class ServiceState:
             manifest = getattr(predictor, "manifest", None)
             if manifest is not None:
                 self.metrics.register_classes(manifest.class_ids, manifest.class_names)
+                reference = getattr(manifest, "ood", None)
+                self.metrics.register_ood(None if reference is None else reference.threshold)
             self.samples = self._load_samples(manifest)
             worker = InferenceWorker(
                 predictors,

@@ -55,7 +55,11 @@ async def readyz(state: ServiceState = Depends(get_state)) -> JSONResponse:
     response_class=Response,
 )
 async def metrics(state: ServiceState = Depends(get_state)) -> Response:
-    """Request latency histograms, batch sizes, queue depth, per-class positives, errors by status."""
+    """Request latency histograms, batch sizes, queue depth, per-class positives, errors by status, and
+    out-of-distribution monitoring: ``cascade_ood_score`` (histogram of every predicted image's score),
+    ``cascade_ood_images{in_distribution}`` (verdict counts), ``cascade_ood_threshold`` and the drift over the last
+    500 scored images: ``cascade_ood_recent_flagged_share`` (share out of distribution; about 0.01-0.05 on inputs
+    like the training images) and ``cascade_ood_recent_mean_score``."""
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
