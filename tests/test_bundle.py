@@ -301,3 +301,26 @@ def test_cli_bundle_info_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bundle", "info", str(tmp_path / "nope.safetensors")])
     assert result.exit_code == 1
     assert "bundle not found" in result.output
+
+
+def test_cli_bundle_refit_ood_changes_only_the_reference(
+    tmp_path: Path, tiny_bundle_path: Path, tiny_bundle_dir: Path, score_dir: Path
+) -> None:
+    before = read_manifest(tiny_bundle_path)
+    out = tmp_path / "refit.cascade.safetensors"
+    args = ["bundle", "refit-ood", str(tiny_bundle_path), "--data", str(score_dir), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    after = read_manifest(out)
+    assert before.ood is None and after.ood is not None and after.ood.images == len(list(score_dir.iterdir()))
+    assert after.to_dict() | {"ood": None} == before.to_dict() | {"ood": None}
+    old, new = load_file(str(tiny_bundle_path)), load_file(str(out))
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) and old[k].dtype == new[k].dtype for k in old)
+    info = CliRunner().invoke(app, ["bundle", "info", str(out)])
+    assert "OOD reference:  15 statistics" in info.output and "threshold" in info.output
+    # in place, on the directory form
+    copy = shutil.copytree(tiny_bundle_dir, tmp_path / "dir_bundle")
+    assert CliRunner().invoke(app, ["bundle", "refit-ood", str(copy), "--data", str(score_dir)]).exit_code == 0
+    assert read_manifest(copy).ood == after.ood
+    refused = CliRunner().invoke(app, ["bundle", "refit-ood", str(copy), "--data", str(tmp_path / "dir_bundle")])
+    assert refused.exit_code == 1 and "error:" in refused.output

@@ -211,3 +211,27 @@ def test_masks_refuse_images_sharing_a_stem(tmp_path: Path, score_dir: Path, tin
     result = _invoke(str(folder), "--out", str(tmp_path / "s.csv"), "--bundle", str(tiny_bundle_path), "--masks",
                      str(tmp_path / "m"))  # fmt: skip
     assert result.exit_code == 1 and "share the stem 'a'" in result.output, result.output
+
+
+def test_folder_summary_counts_and_names_out_of_distribution_images(
+    tmp_path: Path, score_dir: Path, tiny_bundle_path: Path
+) -> None:
+    bundle = tmp_path / "with_ood.cascade.safetensors"
+    refit = ["bundle", "refit-ood", str(tiny_bundle_path), "--data", str(score_dir), "--out", str(bundle)]
+    assert runner.invoke(app, refit).exit_code == 0
+    folder = tmp_path / "images"
+    shutil.copytree(score_dir, folder)
+    names = list_images(score_dir)
+    for name in names[:2]:  # inverted steel: out of distribution
+        Image.fromarray(255 - read_image(score_dir / name)).save(folder / f"zz_inverted_{Path(name).stem}.png")
+    args = (str(folder), "--out", str(tmp_path / "sub.csv"), "--bundle", str(bundle))
+    result = _invoke(*args)
+    assert result.exit_code == 0, result.output
+    inverted = [f"zz_inverted_{Path(n).stem}.png" for n in names[:2]]
+    assert f"out of distribution: 2/{SCORE_N + 2} images (25.0%), e.g. {', '.join(inverted)}:" in result.output
+    summary = json.loads(_invoke(*args, "--overwrite", "--json").stdout)
+    assert summary["out_of_distribution"] == {"scored": SCORE_N + 2, "flagged": 2, "examples": inverted}
+    single = _invoke(str(folder / inverted[0]), "--bundle", str(bundle))
+    assert "OUT OF DISTRIBUTION" in single.output
+    plain = _invoke(str(folder), "--out", str(tmp_path / "plain.csv"), "--bundle", str(tiny_bundle_path))
+    assert plain.exit_code == 0 and "out of distribution" not in plain.output  # no reference: no line

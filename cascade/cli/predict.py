@@ -98,7 +98,21 @@ def _predict_file(path: Path, predictor: Any, *, mode: str, as_json: bool, timin
     typer.echo(f"{pred.image_id} ({pred.width}x{pred.height})")
     for c in pred.classes:
         typer.echo(f"  class {c.class_id} {c.name:<15} p={c.probability:.3f} present={c.present!s:<5} area={c.area}")
+    if pred.ood_score is not None:
+        verdict = "in distribution" if pred.in_distribution else "OUT OF DISTRIBUTION: unlike the training images"
+        typer.echo(f"  ood_score={pred.ood_score:.3f} ({verdict})")
     return pred
+
+
+def _ood_line(summary: Any) -> str:
+    """How many scored images were out of distribution (``cascade.ood``), naming the first few."""
+    share = summary.ood_flagged / summary.ood_scored
+    line = f"out of distribution: {summary.ood_flagged}/{summary.ood_scored} images ({share:.1%})"
+    if summary.ood_flagged:
+        more = summary.ood_flagged - len(summary.ood_examples)
+        line += f", e.g. {', '.join(summary.ood_examples)}" + (f" and {more} more" if more > 0 else "")
+        line += ": unlike the bundle's training images, treat their predictions with suspicion"
+    return line
 
 
 def _exit_stalled(error: StalledError, out: Path) -> NoReturn:
@@ -161,6 +175,8 @@ def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], 
             f"({summary.scored} scored at {summary.images_per_second:.2f} img/s, {summary.resumed} resumed, "
             f"{summary.failed} unreadable) -> {summary.out_csv}"
         )
+        if summary.ood_scored:
+            typer.echo(_ood_line(summary))
         for err in summary.errors:
             typer.echo(f"unreadable: {err.image_id}: {err.reason}", err=True)
         if summary.errors_csv is not None:

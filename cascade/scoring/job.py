@@ -21,7 +21,7 @@ from cascade.results import ImagePrediction
 from cascade.scoring.folder import ResumeError, ResumeState, list_images, read_resume_state
 from cascade.scoring.masks import check_unique_stems, missing_mask_outputs
 from cascade.scoring.sink import OrderedSink
-from cascade.scoring.summary import ScoreProgress, ScoreSummary
+from cascade.scoring.summary import OOD_EXAMPLES, ScoreProgress, ScoreSummary
 
 __all__ = ["BatchResult", "FolderJob", "JobTally", "plan_job"]
 
@@ -102,16 +102,20 @@ def plan_job(
 
 @dataclass
 class BatchResult:
-    """One batch's outcome: RLEs of the predicted images, reasons of the failed ones, stage seconds."""
+    """One batch's outcome: RLEs of the predicted images, reasons of the failed ones, stage seconds, and the
+    out-of-distribution verdict of each image the bundle scored (``ood``: True = out of distribution)."""
 
     rles: dict[str, list[str]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
+    ood: dict[str, bool] = field(default_factory=dict)
 
     def add_predictions(self, preds: list[ImagePrediction]) -> None:
         """Record predictions and the predictor's stage timings (per batch, so taken once)."""
         for pred in preds:
             self.rles[pred.image_id] = pred.rles
+            if pred.in_distribution is not None:
+                self.ood[pred.image_id] = not pred.in_distribution
         for key, seconds in (preds[0].timings if preds else {}).items():
             self.stages[key] = self.stages.get(key, 0.0) + seconds
 
@@ -128,6 +132,7 @@ class JobTally:
         self.stages: dict[str, float] = {}
         self._pending = set(job.pending)
         self._errors_seen = len(job.state.errors)
+        self._ood: dict[str, bool] = {}
 
     def add_stage(self, key: str, seconds: float) -> None:
         """Add ``seconds`` to stage ``key``."""
@@ -141,6 +146,7 @@ class JobTally:
         for name, rles in result.rles.items():
             if name in self._pending:
                 sink.add_result(name, rles)
+        self._ood.update((name, flagged) for name, flagged in result.ood.items() if name in self._pending)
         for key, seconds in result.stages.items():
             self.add_stage(key, seconds)
 
@@ -176,6 +182,7 @@ class JobTally:
         """The run's summary (call after the last commit)."""
         elapsed = time.perf_counter() - self.start
         errors = tuple(sink.errors)
+        flagged = [name for name in self.job.image_ids if self._ood.get(name)]  # listing order
         return ScoreSummary(
             images_dir=self.job.folder,
             out_csv=self.job.out_csv,
@@ -191,4 +198,7 @@ class JobTally:
             images_per_second=self._rate(elapsed),
             stage_seconds=dict(self.stages),
             errors=errors,
+            ood_scored=len(self._ood),
+            ood_flagged=len(flagged),
+            ood_examples=tuple(flagged[:OOD_EXAMPLES]),
         )

@@ -101,7 +101,13 @@ class _PredictActor:
         for index, names in zip(rows["index"], rows["batch"], strict=True):
             decoded = [(name, decode_file(self._folder / name)) for name in json.loads(str(names))]
             result = run_batch(self._predictor, decoded, mode=self._mode, masks_dir=self._masks_dir)
-            payload = {"index": int(index), "rles": result.rles, "errors": result.errors, "stages": result.stages}
+            payload = {
+                "index": int(index),
+                "rles": result.rles,
+                "errors": result.errors,
+                "stages": result.stages,
+                "ood": result.ood,
+            }
             out.append(json.dumps(payload))
         return {"result": np.array(out, dtype=object)}
 
@@ -219,7 +225,7 @@ def score_folder_ray(
             for row in watchdog.iterate(ds.iter_rows(), stuck=_stuck):
                 payload = json.loads(row["result"])
                 out.pop(payload["index"], None)
-                tally.queue(sink, BatchResult(payload["rles"], payload["errors"], payload["stages"]))
+                tally.queue(sink, BatchResult(payload["rles"], payload["errors"], payload["stages"], payload["ood"]))
                 written = tally.commit(sink)
                 if progress is not None:
                     progress(tally.progress(sink, written))

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ImageError", "ScoreProgress", "ScoreSummary"]
+__all__ = ["OOD_EXAMPLES", "ImageError", "ScoreProgress", "ScoreSummary"]
+
+OOD_EXAMPLES = 5
+"""Out-of-distribution images a summary names (the first ones in listing order)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class ScoreSummary:
         images_per_second: ``(scored + newly failed) / elapsed_s``.
         stage_seconds: seconds per stage summed over batches (``decode`` plus the predictor's timings).
         errors: the unreadable images, in listing order.
+        ood_scored: images of this run with an out-of-distribution score (0 when the bundle has no reference).
+        ood_flagged: of those, the images out of distribution (``cascade.ood``: unlike the training images).
+        ood_examples: the first ``OOD_EXAMPLES`` of them, in listing order.
     """
 
     images_dir: Path
@@ -86,6 +92,9 @@ class ScoreSummary:
     images_per_second: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     errors: tuple[ImageError, ...] = ()
+    ood_scored: int = 0
+    ood_flagged: int = 0
+    ood_examples: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -110,4 +119,9 @@ class ScoreSummary:
             "images_per_second": round(self.images_per_second, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "errors": [{"file": e.image_id, "reason": e.reason} for e in self.errors],
+            "out_of_distribution": {
+                "scored": self.ood_scored,
+                "flagged": self.ood_flagged,
+                "examples": list(self.ood_examples),
+            },
         }
