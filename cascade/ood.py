@@ -34,6 +34,7 @@ they were written.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,9 +264,7 @@ def fit_reference(
     above, below = np.maximum(upper - center, floors), np.maximum(center - lower, floors)
     reference = OodReference(tuple(center), tuple(above), 1.0, len(features), tuple(names), tuple(below))
     threshold = float(np.quantile(reference.score_features(features), quantile)) * margin
-    return OodReference(
-        reference.center, reference.scale, max(threshold, 1e-6), len(features), tuple(names), reference.scale_below
-    )
+    return dataclasses.replace(reference, threshold=max(threshold, 1e-6))
 
 
 def fit_reference_on_images(
