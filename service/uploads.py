@@ -40,6 +40,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "BodyLimitMiddleware",
     "Upload",
+    "close_form",
     "decode_upload",
     "expand_zip",
     "is_zip",
@@ -178,15 +179,21 @@ async def read_form(request: Request, *, max_files: int, allow_urlencoded: bool 
             return await request.form(max_files=max_files, max_fields=64, max_part_size=64 * 1024)
         except HTTPException as err:
             raise ServiceError(422, f"malformed form body: {err.detail}") from err
-    boundary = _boundary(request)
+    closing = b"--" + _boundary(request) + b"--"
     tail = bytearray()
-    keep = len(boundary) + _EPILOGUE
+    keep = len(closing) + _EPILOGUE
 
     async def _stream() -> AsyncIterator[bytes]:
         async for chunk in request.stream():
             tail.extend(chunk)
             del tail[:-keep]
             yield chunk
+        if closing not in tail:  # raised inside the parser, which then closes the files it spooled
+            raise ServiceError(
+                422,
+                "malformed multipart body: it ends without its closing boundary (--BOUNDARY--); the upload was cut "
+                "short or the client does not finish its multipart body",
+            )
 
     parser = MultiPartParser(request.headers, _stream(), max_files=max_files, max_fields=64, max_part_size=64 * 1024)
     try:
@@ -195,18 +202,25 @@ async def read_form(request: Request, *, max_files: int, allow_urlencoded: bool 
         if "Too many files" in err.message:
             raise ServiceError(413, f"too many files: at most {max_files} per request (--max-files)") from err
         raise ServiceError(422, f"malformed multipart body: {err.message}") from err
-    request._form = form  # closed (spooled files deleted) with the request, as request.form() would be
-    if b"--" + boundary + b"--" not in tail:
-        await form.close()
-        raise ServiceError(
-            422,
-            "malformed multipart body: it ends without its closing boundary (--BOUNDARY--); the upload was cut "
-            "short or the client does not finish its multipart body",
-        )
+    request.state.upload_form = form  # closed (spooled files deleted) by ``close_form`` when the request ends
     return form
 
 
 _EPILOGUE = 1024  # bytes a client may send after the closing boundary
+
+
+async def close_form(request: Request) -> AsyncIterator[None]:
+    """Route dependency: once the answer is sent, close the form ``read_form`` parsed (its spooled files go).
+
+    Starlette closes only forms it parsed itself, so without this every upload left a temporary file to the
+    garbage collector (a ``ResourceWarning``).
+    """
+    try:
+        yield
+    finally:
+        form: FormData | None = getattr(request.state, "upload_form", None)
+        if form is not None:
+            await form.close()
 
 
 def _boundary(request: Request) -> bytes:

@@ -23,6 +23,7 @@ from service.settings import ServiceSettings
 from service.state import ServiceState
 from service.uploads import (
     Upload,
+    close_form,
     decode_upload,
     expand_zip,
     is_zip,
@@ -36,7 +37,7 @@ __all__ = ["router"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key), Depends(close_form)])
 
 _BATCH_BODY: dict = {
     "required": True,

@@ -46,7 +46,7 @@ from service.schemas import (
 )
 from service.sessions import Session, SessionTooLargeError
 from service.state import ServiceState
-from service.uploads import Upload, decode_upload, probe_upload, read_form, read_uploads, upload_name
+from service.uploads import Upload, close_form, decode_upload, probe_upload, read_form, read_uploads, upload_name
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -146,7 +146,7 @@ async def sample(name: str, state: ServiceState = Depends(get_state)) -> Respons
     "/gui/analyze",
     response_model=SessionResponse,
     summary="Analyse one image for the GUI",
-    dependencies=_api,
+    dependencies=[*_api, Depends(close_form)],
     responses=UPLOAD_ERRORS,
     openapi_extra={
         "requestBody": {

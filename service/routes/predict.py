@@ -13,11 +13,11 @@ from service.deps import ERROR_RESPONSES, admit, guard_worker, loaded_limits, re
 from service.encoding import prediction_body
 from service.schemas import ErrorResponse, PredictionResponse
 from service.state import ServiceState
-from service.uploads import decode_upload, probe_upload, read_single_upload
+from service.uploads import close_form, decode_upload, probe_upload, read_single_upload
 
 __all__ = ["IMAGE_REQUEST_BODY", "UPLOAD_ERRORS", "router"]
 
-router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key), Depends(close_form)])
 
 IMAGE_REQUEST_BODY: dict = {
     "required": True,
