@@ -42,8 +42,8 @@ RESULTS = ROOT / "bench" / "results" / "pseudo_label.md"
 NEU = ROOT.parent / "shared" / "neu-seg"
 LABELLED_SHARE = 0.15
 VAL_IMAGES = 300
-SYNTH_LABELLED = 160
-SYNTH_UNLABELLED = 240
+SYNTH_LABELLED = 120
+SYNTH_UNLABELLED = 160
 PSEUDO = {"rounds": 2, "present_threshold": 0.9, "absent_threshold": 0.1, "pixel_confidence": 0.8,
           "mask_confidence": 0.6, "soft": False, "include_clean": True}  # fmt: skip
 NEU_OVERRIDES: dict[str, Any] = {
@@ -58,11 +58,11 @@ NEU_OVERRIDES: dict[str, Any] = {
     **{f"pseudo_label.{k}": v for k, v in PSEUDO.items()},
 }
 SYNTH_OVERRIDES: dict[str, Any] = {
-    "classifier.train.epochs": 6,
-    "classifier.train.val_every": 6,
+    "classifier.train.epochs": 5,
+    "classifier.train.val_every": 5,
     "classifier.train.scheduler": {"name": "onecycle", "warmup_epochs": 1},
-    "segmenter.train.epochs": 5,
-    "segmenter.class_epochs": {3: 8},
+    "segmenter.train.epochs": 4,
+    "segmenter.class_epochs": {3: 6},
     "segmenter.train.min_samples": 32,
     "evaluate.synth_n": 0,  # validation = the tune fold (also what picks the round)
     "pseudo_label.max_images": SYNTH_UNLABELLED,
