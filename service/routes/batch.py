@@ -25,13 +25,13 @@ from service.uploads import (
     Upload,
     close_form,
     decode_upload,
-    expand_zip,
     is_zip,
     probe_upload,
     read_form,
     read_uploads,
     upload_name,
 )
+from service.zips import expand_zip
 
 __all__ = ["router"]
 
