@@ -43,6 +43,8 @@ NEU = ROOT.parent / "shared" / "neu-seg"
 LABELLED_SHARE = 0.15
 VAL_IMAGES = 300
 SYNTH_LABELLED = 120
+LIFT = 0.005
+"""A class counts as lifted when its best pseudo-labelled round beats round 0 by more than this validation Dice."""
 SYNTH_UNLABELLED = 160
 PSEUDO = {"rounds": 2, "present_threshold": 0.9, "absent_threshold": 0.1, "pixel_confidence": 0.8,
           "mask_confidence": 0.6, "soft": False, "include_clean": True}  # fmt: skip
@@ -150,6 +152,23 @@ def _stage_minutes(run_dir: Path) -> float:
     return total / 60
 
 
+def _oof_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    path = run_dir / "classifier" / "oof.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _positives(run_dir: Path) -> tuple[dict[str, int], int]:
+    """Labelled training images per class and in all (the out-of-fold table's labels, without the tune fold 0)."""
+    rows = [r for r in _oof_rows(run_dir) if r.get("fold") != "0"]
+    keys = [k.removeprefix("label_") for k in (rows[0] if rows else {}) if k.startswith("label_")]
+    return {c: sum(r[f"label_{c}"] == "1" for r in rows) for c in keys}, len(rows)
+
+
 def _section(title: str, run_dir: Path) -> list[str]:
     summary_path = run_dir / "pseudo_label" / "summary.json"
     if not summary_path.is_file():
@@ -165,6 +184,20 @@ def _section(title: str, run_dir: Path) -> list[str]:
         lifts.append(
             f"class {c}: best round {best:.4f} vs round 0 {base[c]['cascade']:.4f} ({best - base[c]['cascade']:+.4f})"
         )
+    positives, n_labelled = _positives(run_dir)
+    rare = min(positives, key=positives.get) if positives else None
+    gains = {c: max(r["validation"]["per_class"][c]["cascade"] for r in rounds[1:]) - base[c]["cascade"] for c in base}
+    lifted = [c for c, g in gains.items() if g > LIFT]
+    if not lifted:
+        verdict = f"Pseudo-labelling lifted no class by more than {LIFT} validation Dice (rare class included)."
+    else:
+        verdict = f"Classes lifted by more than {LIFT}: {', '.join(lifted)}."
+    if rare is not None:
+        verdict += (
+            f" The rarest labelled class is {rare} ({positives[rare]} of {n_labelled} labelled "
+            f"images; per class {positives}): {'lifted' if rare in lifted else 'not lifted'} ({gains[rare]:+.4f})."
+        )
+    verdict += f" Chosen bundle: round {summary['chosen_round']}."
     settings = ", ".join(f"{k}={v}" for k, v in meta.get("overrides", {}).items() if k != "pseudo_label.unlabelled")
     return [
         f"## {title}",
@@ -174,6 +207,8 @@ def _section(title: str, run_dir: Path) -> list[str]:
         f"{meta.get('wall_seconds', float('nan')) / 60:.1f} min; CPU lock held: {meta.get('lock', '?')}.",
         "",
         "Per class, best pseudo-labelled round vs round 0 (validation Dice): " + "; ".join(lifts) + ".",
+        "",
+        f"**{verdict}**",
         "",
         report.replace("\n## ", "\n### "),
     ]
