@@ -147,10 +147,10 @@ class ServiceMetrics:
         if scored:
             with self._recent_lock:
                 self._recent.extend(scored)
-                scores, flagged = zip(*self._recent, strict=True)
+                scores, flagged = zip(*self._recent, strict=True)  # under the lock: workers never interleave
                 self.ood_recent_images.set(len(scores))
-            self.ood_recent_mean.set(sum(scores) / len(scores))
-            self.ood_recent_flagged.set(sum(flagged) / len(flagged))
+                self.ood_recent_mean.set(sum(scores) / len(scores))
+                self.ood_recent_flagged.set(sum(flagged) / len(flagged))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's registry."""
