@@ -15,7 +15,7 @@ so nothing a client sends can block the event loop or kill the worker:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
@@ -32,12 +32,14 @@ from service.errors import ServiceError
 from service.limits import ImageLimits
 
 __all__ = [
+    "BINARY",
     "IMAGE_MEDIA_TYPES",
     "BodyLimitMiddleware",
     "Upload",
     "close_form",
     "decode_upload",
     "is_zip",
+    "multipart_body",
     "probe_upload",
     "read_form",
     "read_single_upload",
@@ -119,6 +121,25 @@ async def read_form(request: Request, *, max_files: int, allow_urlencoded: bool 
 
 
 _EPILOGUE = 1024  # bytes a client may send after the closing boundary
+
+BINARY: dict = {"type": "string", "format": "binary"}
+"""OpenAPI schema of a file part (or of a raw body)."""
+
+
+def multipart_body(
+    parts: Mapping[str, dict], *, required: Sequence[str] = (), others: Mapping[str, dict] | None = None
+) -> dict:
+    """OpenAPI ``requestBody`` of a route that parses its own form (``read_form``), for ``openapi_extra``.
+
+    Args:
+        parts: form part name -> its schema (``BINARY`` for a file).
+        required: the parts that must be sent.
+        others: further content types the route accepts -> their schema (e.g. a raw ``image/png`` body).
+    """
+    schema: dict = {"type": "object", "properties": dict(parts)}
+    if required:
+        schema["required"] = list(required)
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}, **(others or {})}}
 
 
 async def close_form(request: Request) -> AsyncIterator[None]:

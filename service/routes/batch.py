@@ -22,10 +22,12 @@ from service.routes.predict import UPLOAD_ERRORS, Mode
 from service.settings import ServiceSettings
 from service.state import ServiceState
 from service.uploads import (
+    BINARY,
     Upload,
     close_form,
     decode_upload,
     is_zip,
+    multipart_body,
     probe_upload,
     read_form,
     read_uploads,
@@ -39,24 +41,16 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key), Depends(close_form)])
 
-_BATCH_BODY: dict = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "files": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": "Images (JPEG/PNG/BMP/TIFF), or one or more zips of them.",
-                    }
-                },
-                "required": ["files"],
-            }
+_BATCH_BODY: dict = multipart_body(
+    {
+        "files": {
+            "type": "array",
+            "items": BINARY,
+            "description": "Images (JPEG/PNG/BMP/TIFF), or one or more zips of them.",
         }
     },
-}
+    required=["files"],
+)
 
 
 @router.post(

@@ -46,7 +46,17 @@ from service.schemas import (
 )
 from service.sessions import Session, SessionTooLargeError
 from service.state import ServiceState
-from service.uploads import Upload, close_form, decode_upload, probe_upload, read_form, read_uploads, upload_name
+from service.uploads import (
+    BINARY,
+    Upload,
+    close_form,
+    decode_upload,
+    multipart_body,
+    probe_upload,
+    read_form,
+    read_uploads,
+    upload_name,
+)
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -149,20 +159,9 @@ async def sample(name: str, state: ServiceState = Depends(get_state)) -> Respons
     dependencies=[*_api, Depends(close_form)],
     responses=UPLOAD_ERRORS,
     openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "sample": {"type": "string", "description": "Name of a sample instead of a file."},
-                        },
-                    }
-                }
-            },
-        }
+        "requestBody": multipart_body(
+            {"file": BINARY, "sample": {"type": "string", "description": "Name of a sample instead of a file."}}
+        )
     },
 )
 async def analyze(request: Request, state: ServiceState = Depends(ready_state)) -> JSONResponse:

@@ -13,28 +13,17 @@ from service.deps import ERROR_RESPONSES, admit, guard_worker, loaded_limits, re
 from service.encoding import prediction_body
 from service.schemas import ErrorResponse, PredictionResponse
 from service.state import ServiceState
-from service.uploads import close_form, decode_upload, probe_upload, read_single_upload
+from service.uploads import BINARY, close_form, decode_upload, multipart_body, probe_upload, read_single_upload
 
 __all__ = ["IMAGE_REQUEST_BODY", "UPLOAD_ERRORS", "router"]
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key), Depends(close_form)])
 
-IMAGE_REQUEST_BODY: dict = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary", "description": "JPEG/PNG/BMP/TIFF"}},
-                "required": ["file"],
-            }
-        },
-        **{
-            media: {"schema": {"type": "string", "format": "binary"}}
-            for media in ("image/jpeg", "image/png", "image/bmp", "image/tiff")
-        },
-    },
-}
+IMAGE_REQUEST_BODY: dict = multipart_body(
+    {"file": {**BINARY, "description": "JPEG/PNG/BMP/TIFF"}},
+    required=["file"],
+    others={media: {"schema": BINARY} for media in ("image/jpeg", "image/png", "image/bmp", "image/tiff")},
+)
 """OpenAPI request body of /predict: a multipart ``file`` part, or the image bytes themselves."""
 
 UPLOAD_ERRORS: dict[int | str, dict] = {
