@@ -17,10 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from cascade.typed_config import Dialect, from_dict
+
 __all__ = ["Calibration", "calibrate", "expected_calibration_error", "fit_calibration", "reliability_bins"]
 
 _LOGIT_LIMIT = 120.0
 """Logits are clipped to +-this, so probabilities of exactly 0 or 1 stay finite."""
+
+
+_DIALECT = Dialect.of_fields(lambda path: f"calibration.{path}" if path else "calibration", check_scalars=False)
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,8 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
-        """From :meth:`to_dict` output; ``ValueError`` names an unknown field."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a calibration must be an object with temperature and bias, got {data!r}")
-        unknown = sorted(set(data) - {"temperature", "bias"})
-        if unknown:
-            raise ValueError(f"calibration has unknown field(s) {unknown}; allowed fields are ['temperature', 'bias']")
-        return cls(**data)
+        """From :meth:`to_dict` output, strictly (``cascade.typed_config``); ``ValueError`` names a bad field."""
+        return from_dict(cls, data, _DIALECT)
 
 
 def _logit(probabilities: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from cascade.typed_config import Dialect, from_dict
+
 if TYPE_CHECKING:
     from cascade.manifest import BundleManifest
 
@@ -42,17 +44,7 @@ def _count(value: Any, name: str) -> int:
     return value
 
 
-def _build(kind: type, data: Any, where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
-    allowed = [f.name for f in fields(kind)]
-    unknown = [k for k in data if k not in allowed]
-    if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}; allowed fields are {allowed}")
-    try:
-        return kind(**data)
-    except TypeError as err:
-        raise ValueError(f"{where}: {err}") from err
+_DIALECT = Dialect.of_fields(lambda path: f"gate_curve.{path}" if path else "gate_curve", check_scalars=False)
 
 
 @dataclass(frozen=True)
@@ -210,22 +202,11 @@ class GateCurve:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GateCurve:
-        """From :meth:`to_dict` output; ``ValueError`` names the bad field."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"gate_curve must be an object, got {type(data).__name__}")
-        kwargs = dict(data)
-        for key in ("classes", "frontier"):
-            if not isinstance(kwargs.get(key), list):
-                raise ValueError(f"gate_curve.{key} must be a list of objects")
-        kwargs["classes"] = tuple(
-            _build(ClassGateCurve, c, f"gate_curve.classes[{i}]") for i, c in enumerate(kwargs["classes"])
-        )
-        kwargs["frontier"] = tuple(
-            _build(GatePoint, p, f"gate_curve.frontier[{i}]") for i, p in enumerate(data["frontier"])
-        )
-        for key in ("chosen", "dice_only"):
-            kwargs[key] = _build(GatePoint, kwargs.get(key), f"gate_curve.{key}")
-        return _build(cls, kwargs, "gate_curve")
+        """From :meth:`to_dict` output, strictly (``cascade.typed_config``); ``ValueError`` names the bad field."""
+        try:
+            return from_dict(cls, data, _DIALECT)
+        except TypeError as err:
+            raise ValueError(f"gate_curve: {err}") from err
 
     def describe(
         self, class_ids: Sequence[int], class_names: Sequence[str], prob_thresholds: Sequence[float]

@@ -33,6 +33,7 @@ from cascade.specs import (
     json_normalise,
     set_frozen,
 )
+from cascade.typed_config import Dialect, from_dict
 
 __all__ = [
     "CLASSIFIER_ARCHS",
@@ -240,7 +241,8 @@ class BundleManifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BundleManifest:
-        """Build from ``to_dict()`` output; ``ValueError`` names the missing or bad field."""
+        """Build from ``to_dict()`` output, strictly (``cascade.typed_config``); ``ValueError`` names the missing,
+        unknown or bad field by its key path."""
         if not isinstance(data, Mapping):
             raise ValueError(f"manifest must be a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
@@ -249,46 +251,9 @@ class BundleManifest:
                 f"format_version {version} is newer than the supported version {FORMAT_VERSION}; "
                 "upgrade the cascade package"
             )
-        _check_keys(data, cls, "manifest", required=("format_version", "classifier", "segmenters"))
-        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in _NESTED}
-        for key in ("class_ids", "class_names", "class_colours", "image_size"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in kwargs[key])
-        kwargs["classifier"] = _build(ModelSpec, data["classifier"], "classifier")
-        segmenters = data["segmenters"]
-        if not isinstance(segmenters, Mapping):
-            raise ValueError(f"manifest field 'segmenters' must be an object, got {type(segmenters).__name__}")
-        kwargs["segmenters"] = {}
-        for key, spec in segmenters.items():
-            if not str(key).isdigit():
-                raise ValueError(f"manifest field 'segmenters' has a non-integer class id key {key!r}")
-            kwargs["segmenters"][int(key)] = _build(ModelSpec, spec, f"segmenters.{key}")
-        for name, kind in (("normalization", Normalization), ("input_policy", InputPolicy)):
-            if name in data:
-                kwargs[name] = _build(kind, data[name], name)
-        if "classes" in data:
-            if not isinstance(data["classes"], list):
-                raise ValueError("manifest field 'classes' must be a list of objects, one per class id")
-            kwargs["classes"] = tuple(_build(ClassParams, c, f"classes[{i}]") for i, c in enumerate(data["classes"]))
-        if "calibration" in data:
-            if not isinstance(data["calibration"], list):
-                raise ValueError("manifest field 'calibration' must be a list of objects, one per class id")
-            kwargs["calibration"] = tuple(
-                _build(Calibration, c, f"calibration[{i}]") for i, c in enumerate(data["calibration"])
-            )
-        if data.get("gate_curve") is not None:
-            try:
-                kwargs["gate_curve"] = GateCurve.from_dict(data["gate_curve"])
-            except ValueError as err:
-                raise ValueError(f"manifest field 'gate_curve': {err}") from err
-        if data.get("ood") is not None:
-            try:
-                kwargs["ood"] = OodReference.from_dict(data["ood"])
-            except ValueError as err:
-                raise ValueError(f"manifest field 'ood': {err}") from err
         try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as err:
+            return from_dict(cls, data, _DIALECT, required=("format_version",))
+        except TypeError as err:  # a value of a type the checks did not expect
             raise ValueError(f"bad manifest: {err}") from err
 
     @classmethod
@@ -301,30 +266,9 @@ class BundleManifest:
         return cls.from_dict(data)
 
 
-_NESTED = ("classifier", "segmenters", "normalization", "input_policy", "classes", "calibration", "gate_curve", "ood")
-
-
-def _check_keys(data: Mapping[str, Any], kind: type, where: str, required: Sequence[str] = ()) -> None:
-    allowed = [f.name for f in dataclasses.fields(kind)]
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ValueError(f"{where} is missing field(s) {missing}")
-    unknown = [k for k in data if k not in allowed]
-    if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}; allowed fields are {allowed}")
-
-
-def _build(kind: type, data: Any, where: str) -> Any:
-    """Construct dataclass ``kind`` from a JSON object, naming ``where`` in errors."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"manifest field '{where}' must be an object, got {type(data).__name__}")
-    required = [
-        f.name
-        for f in dataclasses.fields(kind)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    _check_keys(data, kind, f"manifest field '{where}'", required=required)
-    try:
-        return kind(**data)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"manifest field '{where}': {err}") from err
+_DIALECT = Dialect.of_fields(
+    lambda path: f"manifest field '{path}'" if path else "manifest",
+    bad_key="{where} has a non-integer class id key {key!r}",
+    check_scalars=False,  # ModelSpec, ClassParams, ... check their own fields in __post_init__
+)
+"""How manifest errors read: ``manifest field 'classes[2]' has unknown field(s) ['prob_thresh']; ...``."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cascade.manifest import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "AugmentSpec",
     "ClassifierConfig",
@@ -72,7 +74,7 @@ class InputConfig:
 
     Attributes:
         scale: networks run on images resized by this factor (probabilities are resized back).
-        mode: ``pad`` or ``tile`` (see ``cascade.manifest.InputPolicy``).
+        mode: one of ``cascade.manifest.INPUT_MODES`` (see ``InputPolicy``).
         stride: network input sides are padded to a multiple of this.
         mean: RGB mean applied to RGB/255.
         std: RGB std applied to RGB/255.
@@ -81,8 +83,8 @@ class InputConfig:
     scale: float = 1.0
     mode: str = "pad"
     stride: int = 32
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 @dataclass(frozen=True)

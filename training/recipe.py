@@ -6,106 +6,35 @@ name the expected type, and choices are checked, so a typo never silently falls 
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cascade.classes import MAX_CLASS_ID
-from cascade.manifest import ENSEMBLE_AVERAGES
-from training.config import PipelineConfig, TuneConfig
+from cascade.datasource import MASK_ENCODINGS
+from cascade.manifest import ENSEMBLE_AVERAGES, INPUT_MODES, TTA_OPS, InputPolicy, Normalization
+from cascade.typed_config import Dialect, from_dict, to_dict
+from training.config import InputConfig, PipelineConfig, TuneConfig
 
 __all__ = ["config_from_dict", "config_to_dict", "load_config"]
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """Convert a YAML value to the annotated type ``tp`` (dataclasses, tuples, unions, primitives)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return config_from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(arg, value, where)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError(f"{where}: {value!r} does not match {tp}: {'; '.join(errors)}")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
-        key_type, value_type = typing.get_args(tp)
-        if key_type is int:  # JSON/YAML round trips may turn integer keys into strings
-            value = {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v for k, v in value.items()}
-        return {
-            _convert(key_type, k, f"{where} key"): _convert(value_type, v, f"{where}[{k!r}]") for k, v in value.items()
-        }
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is Any:
-        return value
-    raise ValueError(f"{where}: unsupported config type {tp}")
-
-
 def config_from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build the frozen dataclass ``cls`` from a plain dict, strictly.
+    """Build the frozen dataclass ``cls`` from a plain dict, strictly (``cascade.typed_config``).
+
+    Args:
+        where: how errors name the document (a file name); keys follow as ``where.section.key``.
 
     Raises:
         ValueError: unknown key (the message lists the allowed ones) or a value of the wrong type.
     """
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {names}")
-    kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
+    return from_dict(cls, data, Dialect(name=lambda path: f"{where}.{path}" if path else where))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain, YAML/JSON-ready dict of a config dataclass (tuples become lists)."""
-
-    def _plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, tuple | list):
-            return [_plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): _plain(v) for k, v in value.items()}
-        return value
-
-    return _plain(config)
+    return to_dict(config)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
@@ -177,10 +106,19 @@ def _check_ensemble(config: PipelineConfig) -> None:
         )
 
 
+def _check_input(inp: InputConfig) -> None:
+    """The bundle's own rules (``InputPolicy``, ``Normalization``) applied to the recipe's input section."""
+    _check_choice("input.mode", inp.mode, INPUT_MODES)
+    try:
+        Normalization(mean=inp.mean, std=inp.std)
+        InputPolicy(stride=inp.stride, scale=inp.scale)  # its mode 'tile' also needs a tile width, not a recipe key
+    except ValueError as err:
+        raise ValueError(f"input: {err}") from err
+
+
 def _validate(config: PipelineConfig) -> None:
     """Check values that types alone cannot (choices, ranges)."""
     _check_choice("device", config.device, ("auto", "cpu", "cuda"))
-    _check_choice("input.mode", config.input.mode, ("pad", "tile"))
     _check_choice("classifier.final", config.classifier.final, ("refit", "fold"))
     for section, train in (("classifier", config.classifier.train), ("segmenter", config.segmenter.train)):
         _check_choice(f"{section}.train.optimizer.name", train.optimizer.name, ("adamw", "radam"))
@@ -190,8 +128,7 @@ def _validate(config: PipelineConfig) -> None:
             raise ValueError(
                 f"{section}.train: epochs and batch_size must be >= 1, got {train.epochs}, {train.batch_size}"
             )
-    if not 0 < config.input.scale <= 1:
-        raise ValueError(f"input.scale={config.input.scale} must be in (0, 1]")
+    _check_input(config.input)
     if not 0 <= config.tune.tolerance < 1:
         raise ValueError(f"tune.tolerance={config.tune.tolerance} must be in [0, 1)")
     _check_tune(config.tune)
@@ -206,9 +143,9 @@ def _validate(config: PipelineConfig) -> None:
         bad = sorted(c for c in getattr(config.segmenter, key) if not 1 <= c <= MAX_CLASS_ID)
         if bad:
             raise ValueError(f"segmenter.{key} has invalid class ids {bad}; allowed: 1..{MAX_CLASS_ID}")
-    _check_choice("data.mask_encoding", config.data.mask_encoding, ("auto", "index", "bits"))
+    _check_choice("data.mask_encoding", config.data.mask_encoding, MASK_ENCODINGS)
     if config.data.val_split is not None and config.data.val_split == config.data.train_split:
         raise ValueError(f"data.val_split and data.train_split are both {config.data.val_split!r}")
-    bad_tta = sorted(set(config.package.tta) - {"hflip", "vflip"})
+    bad_tta = sorted(set(config.package.tta) - set(TTA_OPS))
     if bad_tta:
-        raise ValueError(f"package.tta has unknown entries {bad_tta}; allowed: ['hflip', 'vflip']")
+        raise ValueError(f"package.tta has unknown entries {bad_tta}; allowed: {list(TTA_OPS)}")
