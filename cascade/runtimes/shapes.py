@@ -6,8 +6,9 @@ have seen, never released on their own (issue 14):
 - OpenVINO's CPU plugin compiles primitives for every new input shape and keeps them in an LRU cache of
   ``CPU_RUNTIME_CACHE_CAPACITY`` entries (default 5000, several per layer and shape). Fed 200 distinct
   shapes (network inputs 32x32 to 320x640), a demo-bundle runtime (fp32, one thread) grew by 2.0 GB; with
-  ``RUNTIME_CACHE_ENTRIES`` = 300 by 0.75 GB, and two shapes alternating cost no more than before (with the
-  cache off, 0 entries: 0.56 GB, but alternating shapes ran 40% slower, every primitive compiled again).
+  ``RUNTIME_CACHE_ENTRIES`` = 300 by 0.75 GB. Two shapes alternating were not slower with 300 entries
+  (71-75 ms/image against 94 with 5000; rough, measured on a busy machine without the CPU lock); with the
+  cache off (0 entries) the growth was 0.56 GB but they took 103-108 ms: every primitive compiled again.
   What stays is mostly the heap: glibc keeps freed buffers of varying sizes (with a fixed
   ``MALLOC_MMAP_THRESHOLD_=1048576`` the growth was 0.47 GB); ``malloc_trim`` gives some back.
 - Both engines size their intermediate buffers to the largest input seen (OpenVINO per infer request,
