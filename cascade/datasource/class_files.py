@@ -9,11 +9,7 @@ from pathlib import Path
 import yaml
 
 from cascade.classes import CLASS_FILE_NAMES, DEFAULT_COLOURS, SEVERSTAL, ClassSet, parse_class_spec
-from cascade.datasource.labelled import (
-    LABELMAP_NAME,
-    DataSourceError,
-    _ClassesArg,
-)
+from cascade.datasource.labelled import LABELMAP_NAME, DataSourceError, _ClassesArg
 
 __all__ = []
 

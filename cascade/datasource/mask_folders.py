@@ -19,14 +19,7 @@ from cascade.datasource.labelled import (
     LabelledSet,
     _ClassesArg,
 )
-from cascade.datasource.mask_png import (
-    _check_values,
-    _flags,
-    _image_size,
-    _read_mask_array,
-    _values,
-    _wxh,
-)
+from cascade.datasource.mask_png import _check_values, _flags, _image_size, _read_mask_array, _values, _wxh
 from cascade.formats import IMAGE_SUFFIXES, Annotations, Layout, list_image_ids
 from cascade.rle import encode
 

@@ -17,15 +17,11 @@ from cascade.datasource.labelled import (
     detect_kind,
 )
 from cascade.datasource.mask_folders import _open_masks
-from cascade.datasource.mask_png import (
-    _image_size,
-    _wxh,
-)
+from cascade.datasource.mask_png import _image_size, _wxh
 from cascade.formats import IMAGE_SUFFIXES, read_annotations
 from cascade.rle import RLEError, decode_runs
 
 __all__ = ["open_labelled"]
-
 
 logger = logging.getLogger(__name__)
 

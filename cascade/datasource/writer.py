@@ -9,20 +9,13 @@ from pathlib import Path
 import yaml
 
 from cascade.classes import CLASS_FILE_NAMES, ClassSet
-from cascade.datasource.labelled import (
-    DataSourceError,
-)
+from cascade.datasource.labelled import DataSourceError
 from cascade.datasource.mask_folders import _stem_map
-from cascade.datasource.mask_png import (
-    _image_size,
-    _write_mask,
-    _wxh,
-)
+from cascade.datasource.mask_png import _image_size, _write_mask, _wxh
 from cascade.formats import Annotations
 from cascade.rle import RLEError
 
 __all__ = ["write_mask_folder"]
-
 
 logger = logging.getLogger(__name__)
 
