@@ -62,3 +62,22 @@ def test_recorded_tune_config_reads_the_bundles_grids(tiny_manifest) -> None:
         tiny_manifest, provenance={"config": {"tune": {"min_areas": [0, 7], "batch_size": 2, "unknown": 1}}}
     )
     assert recorded_tune_config(recorded).min_areas == (0, 7)
+
+
+def test_retune_keeps_half_precision_next_to_integer_tensors(
+    tiny_bundle_path: Path, synth_dir: Path, synth_annotations: Annotations, tmp_path: Path
+) -> None:
+    """A float16 bundle whose networks also hold integer tensors (BatchNorm's counters) stays float16."""
+    from cascade.bundle import save_bundle
+
+    loaded = load_bundle(tiny_bundle_path)
+    half = save_bundle(tmp_path / "half.cascade.safetensors", loaded.manifest, loaded.classifier, loaded.segmenters,
+                       dtype=torch.float16)  # fmt: skip
+    dtypes = {d for entry in weights_summary(half).values() for d in entry["dtypes"]}
+    assert "F16" in dtypes and "I64" in dtypes  # the case that used to be written back as float32
+    out, _ = retune_bundle(
+        half, synth_dir / "train_images", synth_annotations, dataclasses.replace(CONFIG, min_positives=1),
+        tmp_path / "re.cascade.safetensors", description="synthetic test set", show_progress=False,
+    )  # fmt: skip
+    assert weights_summary(out) == weights_summary(half)
+    assert out.stat().st_size < 1.1 * half.stat().st_size

@@ -142,7 +142,10 @@ def retune_bundle(
         "from": str(bundle_path),
     }
     manifest = retuned_manifest(bundle.manifest, tuned, note)
-    stored = {d for entry in weights_summary(bundle_path).values() for d in entry["dtypes"]}
+    # The floating-point precision the weights are stored in (integer tensors, e.g. BatchNorm's
+    # num_batches_tracked, are stored as they are whatever the precision).
+    dtypes = {d for entry in weights_summary(bundle_path).values() for d in entry["dtypes"]}
+    stored = {d for d in dtypes if d.startswith(("F", "BF"))}
     dtype = _STORED.get(stored.pop()) if len(stored) == 1 else None
     path = save_bundle(out, manifest, bundle.classifier, bundle.segmenters, dtype=dtype)
     logger.info(
