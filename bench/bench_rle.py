@@ -11,6 +11,11 @@ Masks (256x1600): a *typical* one, the real class-3 mask of median area in
 per-call CPU time (``time.process_time``, so other jobs on the shared machine disturb it less).
 ``cascade.rle`` starts from the ``(H, W)`` bool mask and returns Kaggle's text; pycocotools is given the
 Fortran-ordered uint8 array it needs (conversion not timed) and returns its own compressed counts.
+
+End to end: the shipped demo bundle scores the real Severstal images (``../shared/severstal-real/images``) with
+``score_folder`` (one single-threaded torch predictor, batches of 4), in ``cascade`` mode and in
+``segment_all`` mode (every class segmented: the most masks to encode); the time spent in ``cascade.rle.encode``
+is measured inside the run and reported as a share of the run's CPU time.
 Writes ``bench/results/rle.md``.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import tempfile
 import time
 import timeit
 from collections.abc import Callable
@@ -35,7 +41,15 @@ __all__ = ["kaggle_mask2rle", "kaggle_rle2mask", "main"]
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "rle.md"
 REAL_CSV = ROOT.parent / "shared" / "severstal-real" / "annotations-1000.csv"
-WORST_ENCODE_GOAL_MS = 20.0
+REAL_IMAGES = ROOT.parent / "shared" / "severstal-real" / "images"
+ENCODE_SHARE_GOAL = 0.01  # RLE encoding's share of folder-scoring CPU time
+DECISION = (
+    "Decision (issue 13, item 3): the hand-written numpy digit formatter (115 lines of `cascade/rle.py`, last "
+    'shipped in commit 5a643dd) went; `encode` joins the numbers with `" ".join(map(str, ...))`. Measured '
+    "under the CPU lock before removing it, scoring the {images} real images with the demo bundle: "
+    "{comparison}. The edges, not the digits, cost the time of a real mask."
+)
+COMPARISON = "__COMPARISON__"
 
 
 def kaggle_mask2rle(img: np.ndarray) -> str:
@@ -90,6 +104,37 @@ def _check_agreement(mask: np.ndarray, coco_mask) -> str:
     return text
 
 
+def _folder_share(folder: Path, mode: str) -> dict[str, float]:
+    """Score ``folder`` with the demo bundle, timing ``cascade.rle.encode`` inside the run."""
+    import cascade.predictor as predictor_module
+    from cascade.predictor import CascadePredictor
+    from cascade.scoring import score_folder
+
+    spent = {"encode_s": 0.0, "masks": 0, "runs": 0}
+    encode = rle.encode
+
+    def timed_encode(mask: np.ndarray) -> str:
+        start = time.perf_counter()
+        text = encode(mask)
+        spent["encode_s"] += time.perf_counter() - start
+        spent["masks"] += 1
+        spent["runs"] += (text.count(" ") + 1) // 2 if text else 0
+        return text
+
+    predictor = CascadePredictor.from_bundle(None, device="cpu", runtime="torch", threads=1)
+    predictor_module.encode = timed_encode
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu, wall = time.process_time(), time.perf_counter()
+            summary = score_folder(
+                folder, Path(tmp) / "s.csv", predictor, batch_size=4, workers=1, mode=mode, resume=False, fsync=False
+            )
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        predictor_module.encode = encode
+    return {"images": summary.scored, "cpu_s": cpu, "wall_s": wall, **spent}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write ``bench/results/rle.md``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -122,6 +167,17 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1], flush=True)
     beats_coco = [results[op, "typical"][0] <= results[op, "typical"][2] for op in ("encode", "decode")]
     worst_encode = results["encode", "worst"][0]
+    folder_rows, shares, images = [], [], 0
+    if REAL_IMAGES.is_dir():
+        for mode in ("cascade", "segment_all"):
+            run = _folder_share(REAL_IMAGES, mode)
+            images = int(run["images"])
+            shares.append(run["encode_s"] / run["cpu_s"])
+            folder_rows.append(
+                f"| {mode} | {images} | {run['masks']:,} | {run['runs']:,} | {run['cpu_s']:.2f} | {run['wall_s']:.2f} "
+                f"| {run['encode_s'] * 1e3:.1f} | {shares[-1]:.3%} |"
+            )
+            print(folder_rows[-1], flush=True)
     lines = [
         "## RLE codec (`cascade.rle`)",
         "",
@@ -140,10 +196,29 @@ def main(argv: list[str] | None = None) -> int:
         "Goals:",
         f"- at least as fast as pycocotools on the typical mask: encode {'met' if beats_coco[0] else 'NOT met'}, "
         f"decode {'met' if beats_coco[1] else 'NOT met'}",
-        f"- worst-case encode under {WORST_ENCODE_GOAL_MS:.0f} ms: {worst_encode:.1f} ms "
-        f"({'met' if worst_encode < WORST_ENCODE_GOAL_MS else 'NOT met'})",
+        f"- RLE encoding under {ENCODE_SHARE_GOAL:.0%} of folder-scoring CPU time: "
+        + (
+            f"{max(shares):.3%} at most ({'met' if max(shares) < ENCODE_SHARE_GOAL else 'NOT met'})"
+            if shares
+            else "not measured (no real images)"
+        ),
+        f"- worst-case encode: {worst_encode:.1f} ms (a checkerboard; no goal: predictions are post-processed blobs)",
         "",
     ]
+    if folder_rows:
+        lines += [
+            "### End to end: folder scoring",
+            "",
+            "`score_folder` over the real Severstal images with the demo bundle (one single-threaded torch "
+            "predictor, batches of 4); encode ms is the time spent in `cascade.rle.encode` during the run.",
+            "",
+            "| mode | images | masks encoded | runs | scoring CPU s | scoring wall s | encode ms | encode share |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *folder_rows,
+            "",
+            DECISION.format(images=images, comparison=COMPARISON),
+            "",
+        ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines[-4:]))

@@ -1,10 +1,10 @@
-"""Kaggle run-length encoding of binary masks, vectorized with numpy end to end.
+"""Kaggle run-length encoding of binary masks, vectorized with numpy.
 
 Pixels are numbered 1..H*W top to bottom, then left to right (column-major: ``mask.T.flatten()``), and
-a mask is written as space-separated ``start length`` pairs. ``encode`` never loops in Python per pixel
-or per run: run boundaries come from comparing each pixel with its column-major predecessor and the text is
-built as ASCII digits in a ``uint8`` buffer with numpy arithmetic. ``decode`` checks the bytes with numpy, parses
-them with numpy's C text reader and expands the runs with one ``np.repeat``.
+a mask is written as space-separated ``start length`` pairs. ``encode`` never loops in Python per pixel:
+run boundaries come from comparing each pixel with its column-major predecessor, and the numbers are
+joined as text. ``decode`` checks the bytes with numpy, parses them with numpy's C text reader and
+expands the runs with one ``np.repeat``.
 
 Decoding is strict: it raises ``RLEError`` (a ``ValueError``) naming the offending token for an odd
 number of tokens, a token that is not a decimal integer, ``start < 1``, ``length < 1``, unsorted or
@@ -49,7 +49,6 @@ _MAX_DIGITS = 18  # int64 holds every 18-digit decimal
 _POW10 = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
 _SPACE, _ZERO = 32, 48
 _SORT_EDGES = 16384  # run boundaries; up to this many they are sorted into column-major order
-_SMALL_FORMAT = 512  # numbers; below this a digit matrix beats the per-place scatter (fewer numpy calls)
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 13, 32]] = True
 _TOKEN_RE = re.compile(r"[^ \t\r\n]+")
@@ -241,121 +240,15 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
 
 
 def _format_runs(starts: np.ndarray, lengths: np.ndarray) -> str:
-    """Space-separated ``start length`` text of ``(R,)`` increasing ``starts`` and positive ``lengths``."""
-    if 2 * starts.size <= _SMALL_FORMAT:
-        numbers = np.empty(2 * starts.size, dtype=starts.dtype)
-        numbers[0::2] = starts
-        numbers[1::2] = lengths
-        return _format_numbers(numbers)
-    return _format_runs_large(starts, lengths)
+    """Space-separated ``start length`` text of ``(R,)`` increasing ``starts`` and positive ``lengths``.
 
-
-def _format_numbers(numbers: np.ndarray) -> str:
-    """Space-separated decimal text of ``(N,)`` positive integer ``numbers``."""
-    big = int(numbers.max())
-    n_places = len(str(big))
-    value = numbers.astype(np.uint32 if big < 2**32 else np.uint64, copy=False)
-    if numbers.size <= _SMALL_FORMAT:
-        return _format_small(value, n_places)
-    return _format_large(value, n_places)
-
-
-def _format_small(value: np.ndarray, n_places: int) -> str:
-    """Few numbers: an ``(N, places + 1)`` digit matrix, leading zeros dropped by one boolean mask."""
-    divisors = _POW10[n_places - 1 :: -1].astype(value.dtype)  # highest place first
-    text = np.empty((value.size, n_places + 1), dtype=np.uint8)
-    text[:, :-1] = value[:, None] // divisors % value.dtype.type(10)
-    text[:, :-1] += np.uint8(_ZERO)
-    text[:, -1] = _SPACE
-    keep = np.empty(text.shape, dtype=bool)
-    keep[:, :-1] = value[:, None] >= divisors
-    keep[:, -2:] = True  # the units digit (also of a 0) and the separator
-    return text[keep][:-1].tobytes().decode("ascii")
-
-
-def _format_large(value: np.ndarray, n_places: int) -> str:
-    """Many numbers: one pass per digit place, scattering that digit of every number into a byte buffer.
-
-    Places are written from the highest down, for every number in every pass. A short number's
-    leading-zero writes land on earlier numbers' bytes, which their own later (lower-place) passes
-    overwrite; separators are written last and a front pad keeps the first number's zeros in bounds.
+    A plain join: a hand-written numpy digit formatter was 17x faster on a worst-case checkerboard but made no
+    difference end to end (``bench/results/rle.md``), so it went.
     """
-    pad = n_places - 1
-    widths = np.full(value.size, 2, dtype=np.uint8)  # digits + separator
-    for place in range(1, n_places):
-        widths += value >= value.dtype.type(10**place)
-    units = _cumsum_index(widths)  # per number: 1 + index of its separator in the text
-    total = int(units[-1]) - 1
-    units -= 2  # index of the number's units digit in the text
-    buf = np.empty(pad + total + 1, dtype=np.uint8)  # text at buf[pad:]; its place p at buf[pad - p :][units]
-    digits = _ascii_digits(value, n_places)
-    for place in range(n_places - 1, -1, -1):
-        buf[pad - place :][units] = digits[place]
-    buf[pad + 1 :][units] = _SPACE
-    return str(buf[pad : pad + total].data, "ascii")
-
-
-def _format_runs_large(starts: np.ndarray, lengths: np.ndarray) -> str:
-    """Many runs: per digit place, one scatter of the starts that have that place and one of the lengths.
-
-    ``starts`` increase, so the starts with more than ``p`` digits are a suffix and each start writes only
-    its own digits. A length's missing high places are sent to a spare byte past the text. The buffer starts
-    as spaces, so the separators are already in place.
-    """
-    kind = starts.dtype.type
-    n_start, n_length = len(str(int(starts[-1]))), len(str(int(lengths.max())))
-    powers = [kind(10**place) for place in range(1, max(n_start, n_length))]
-    suffix = [0, *np.searchsorted(starts, np.array(powers[: n_start - 1], dtype=starts.dtype)).tolist()]
-    start_width = np.ones(starts.size, dtype=np.uint8)
-    for first in suffix[1:]:
-        start_width[first:] += np.uint8(1)
-    length_width = np.ones(lengths.size, dtype=np.uint8)
-    for power in powers[: n_length - 1]:
-        length_width += lengths >= power
-    pair_width = start_width + length_width
-    pair_width += np.uint8(2)  # two separators
-    length_units = _cumsum_index(pair_width)  # per run: 1 + index of the separator after its length
-    total = int(length_units[-1]) - 1
-    length_units -= 2
-    start_units = length_units - length_width
-    start_units -= 1
-    pad = max(n_start, n_length) - 1
-    buf = np.full(pad + total + 1, _SPACE, dtype=np.uint8)  # text at buf[pad:]; buf[-1] is the spare byte
-    value, first = starts, 0
-    for place in range(n_start):
-        value = value[suffix[place] - first :]
-        first = suffix[place]
-        quotient = value // kind(10)
-        buf[pad - place :][start_units[first:]] = _ascii_digit(value, quotient)
-        value = quotient
-    for place, digit in enumerate(_ascii_digits(lengths, n_length)):
-        index = length_units if place == 0 else np.where(lengths >= powers[place - 1], length_units, total + place)
-        buf[pad - place :][index] = digit
-    return str(buf[pad : pad + total].data, "ascii")
-
-
-def _cumsum_index(widths: np.ndarray) -> np.ndarray:
-    """Running sum of ``(N,)`` uint8 ``widths`` as intp (summed in uint32 when it fits: much faster here)."""
-    small = widths.size * int(np.iinfo(widths.dtype).max) < 2**32
-    return np.cumsum(widths, dtype=np.uint32 if small else np.uint64).astype(np.intp)
-
-
-def _ascii_digit(value: np.ndarray, quotient: np.ndarray) -> np.ndarray:
-    """ASCII units digit of ``value`` given ``quotient = value // 10``, as uint8."""
-    digit = value.astype(np.uint8)
-    digit -= quotient.astype(np.uint8) * np.uint8(10)  # exact mod 256: the remainder is 0..9
-    digit += np.uint8(_ZERO)
-    return digit
-
-
-def _ascii_digits(value: np.ndarray, n_places: int) -> list[np.ndarray]:
-    """ASCII digit of every place of ``(N,)`` unsigned ``value``, units first; ``n_places`` uint8 arrays."""
-    digits = []
-    for _ in range(n_places):
-        quotient = value // value.dtype.type(10)
-        digits.append(_ascii_digit(value, quotient))
-        value = quotient
-    return digits
+    numbers = np.empty(2 * starts.size, dtype=starts.dtype)
+    numbers[0::2] = starts
+    numbers[1::2] = lengths
+    return " ".join(map(str, numbers.tolist()))
 
 
 def _parse_numbers(rle: str) -> np.ndarray | None:

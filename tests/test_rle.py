@@ -161,19 +161,7 @@ def test_numbers_wider_than_32_bits_and_every_digit_count() -> None:
     text = " ".join(f"{s} 1" for s in starts)
     parsed, _ = rle.decode_runs(text, n_pixels=height * width)
     np.testing.assert_array_equal(parsed, starts)
-    assert rle._format_numbers(np.repeat(starts, 2)) == " ".join(f"{s} {s}" for s in starts)
-
-
-@pytest.mark.parametrize("size", [1, 7, rle._SMALL_FORMAT, rle._SMALL_FORMAT + 1, 5000])
-def test_both_number_formatters(size: int) -> None:
-    """The small-array (digit matrix) and large-array (per-place scatter) paths write the same text."""
-    rng = np.random.default_rng(size)
-    numbers = rng.integers(1, 10 ** rng.integers(1, 10, size) + 1)  # 1 to 10 digits, mixed
-    expected = " ".join(str(n) for n in numbers.tolist())
-    assert rle._format_numbers(numbers.astype(np.int64)) == expected
-    for formatter in (rle._format_small, rle._format_large):
-        value = numbers.astype(np.uint32)
-        assert formatter(value, len(str(int(numbers.max())))) == expected
+    assert rle._format_runs(starts, starts) == " ".join(f"{s} {s}" for s in starts)
 
 
 def test_checkerboard_matches_reference() -> None:
@@ -212,14 +200,3 @@ def test_real_severstal_strings(real_dir: Path) -> None:
         expected = int(areas[row["ImageId"]][f"area_{row['ClassId']}"])
         assert int(mask.sum()) == expected == rle.rle_area(text, shape=IMAGE_SHAPE), row["ImageId"]
         assert rle.encode(mask) == text, row["ImageId"]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_large_run_formatter_matches_plain_join(seed: int) -> None:
-    """The many-runs formatter writes the same text as joining the numbers in Python."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, 5000, size=700)
-    gaps = rng.integers(1, 3000, size=700)
-    starts = np.cumsum(gaps + np.concatenate([[0], lengths[:-1]]))
-    expected = " ".join(f"{s} {n}" for s, n in zip(starts.tolist(), lengths.tolist(), strict=True))
-    assert rle._format_runs(starts, lengths) == expected
