@@ -35,6 +35,7 @@ BENCHMARKS: tuple[str, ...] = (
     "folder",
     "service",
     "soak",
+    "shapes",
     "coldstart",
 )
 """Benchmark names in the order they run and appear in BENCHMARKS.md."""
