@@ -206,7 +206,7 @@ def _score(bundle: Path, val: ValSet) -> dict[str, float]:
 def _render(args: argparse.Namespace, rows: list[dict], base: dict, facts: dict) -> str:
     rare = args.rare_class
     lines = [
-        "# Copy-paste on a rare class (NEU-Seg)",
+        "## Copy-paste on a rare class (NEU-Seg)",
         "",
         f"`python -m bench.bench_copy_paste` ({facts['started']} UTC, {os.cpu_count()} cores shared with other jobs; "
         + ("under `flock /tmp/cpu.lock`" if facts["locked"] else "NOT under the shared CPU lock")

@@ -201,7 +201,7 @@ def _section(spec: RunSpec, quality: dict[str, dict], speed: dict[str, dict[str,
     first = next(iter(quality.values()))
     names = " / ".join(str(c) for c in first["cascade"]["per_class"])
     lines = [
-        f"## {spec.name}",
+        f"### {spec.name}",
         "",
         f"Run `{spec.run_dir}`, {labelled_n} held-out images (`{spec.data}`"
         + (f", split `{spec.split}`" if spec.split else "")
@@ -248,7 +248,7 @@ def _threads() -> str:
 
 def _render(sections: list[list[str]], started: str, elapsed: float, locked: bool) -> str:
     head = [
-        "# Fold ensembles: single classifier vs the K fold classifiers averaged",
+        "## Fold ensembles: single classifier vs the K fold classifiers averaged",
         "",
         f"`python -m bench.bench_ensemble` ({started} UTC, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores shared with other jobs; "

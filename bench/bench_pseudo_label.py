@@ -174,7 +174,7 @@ def _section(title: str, run_dir: Path) -> list[str]:
     if not summary_path.is_file():
         dataset = run_dir.name.removeprefix("run-")
         return [
-            f"## {title}",
+            f"### {title}",
             "",
             f"Not measured yet (`{run_dir.name}` has no pseudo_label/summary.json): "
             f"`flock /tmp/cpu.lock python -m bench.bench_pseudo_label --dataset {dataset}`.",
@@ -209,7 +209,7 @@ def _section(title: str, run_dir: Path) -> list[str]:
         verdict += " The classes are about equally frequent here: none is rare."
     settings = ", ".join(f"{k}={v}" for k, v in meta.get("overrides", {}).items() if k != "pseudo_label.unlabelled")
     return [
-        f"## {title}",
+        f"### {title}",
         "",
         f"Recipe `{meta.get('recipe', '?')}` with {settings}.",
         f"Training time of all rounds (stage markers): {_stage_minutes(run_dir):.1f} min; wall "
@@ -219,7 +219,7 @@ def _section(title: str, run_dir: Path) -> list[str]:
         "",
         f"**{verdict}**",
         "",
-        report.replace("\n## ", "\n### "),
+        report.replace("\n## ", "\n#### "),
     ]
 
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.dataset and not args.report_only:
         _run(args.dataset, args.work)
     lines = [
-        "# Pseudo-labelling: round 0 (labelled only) vs rounds 1-2 (labelled + pseudo-labelled)",
+        "## Pseudo-labelling: round 0 (labelled only) vs rounds 1-2 (labelled + pseudo-labelled)",
         "",
         f"`python -m bench.bench_pseudo_label` on {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{sys.version.split()[0]}. Validation Dice = Kaggle Dice of the tuned cascade on the validation images "
