@@ -52,7 +52,7 @@ def test_torchrun_two_processes_train_the_classifier_stage(synth_dir: Path, tmp_
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "training.train_classifier", "--config", str(config),
+        "-m", "cascade.cli.main", "train", "--config", str(config), "--stage", "classifier",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
