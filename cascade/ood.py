@@ -105,8 +105,10 @@ def image_features(image: np.ndarray, names: Sequence[str] = FEATURE_NAMES) -> n
     }  # fmt: skip
     if _TEXTURE.intersection(names):
         texture = _grey(_centre_crop(image, _TEXTURE_SIDE))
-        features["polarity"] = _polarity(texture)
-        features["fine_coarse"] = _fine_coarse(texture)
+        if "polarity" in names:
+            features["polarity"] = _polarity(texture)
+        if "fine_coarse" in names:
+            features["fine_coarse"] = _fine_coarse(texture)
     return np.asarray([features[name] for name in names], dtype=np.float64)
 
 
@@ -153,8 +155,15 @@ def _gradient(grey: np.ndarray) -> float:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    grey = image.astype(np.float32) / 255.0
-    return grey.mean(axis=2) if grey.ndim == 3 else grey
+    """Grey levels in [0, 1]: the mean of the channels. Summed channel by channel: ``astype(...).mean(axis=2)``
+    over a cropped (strided) view took 20x longer, and this runs for every image the service predicts."""
+    if image.ndim == 2:
+        return image.astype(np.float32) / 255.0
+    grey = image[..., 0].astype(np.float32)
+    grey += image[..., 1]
+    grey += image[..., 2]
+    grey *= np.float32(1 / 765)
+    return grey
 
 
 @dataclass(frozen=True)
