@@ -193,13 +193,11 @@ def _run(args: argparse.Namespace, path: Path, bundle: Any, manifest: Any, tmp: 
         }
         speed = _throughput(gates, images, args.rounds)
     if args.write_bundle is not None:
-        from cascade.bundle import save_bundle, weights_summary
+        from cascade.bundle import save_bundle
+        from training.retune import stored_precision
 
-        stored = {d for e in weights_summary(path).values() for d in e["dtypes"]}
-        import torch
-
-        dtype = {"F16": torch.float16, "BF16": torch.bfloat16}.get(stored.pop()) if len(stored) == 1 else None
-        save_bundle(args.write_bundle, chosen["manifest"], bundle.classifier, bundle.segmenters, dtype=dtype)
+        save_bundle(args.write_bundle, chosen["manifest"], bundle.classifier, bundle.segmenters,
+                    dtype=stored_precision(path))  # fmt: skip
     open_all = [dataclasses.replace(p, prob_threshold=0.0) for p in shipped]
     return {
         "sets": sets,
@@ -211,6 +209,7 @@ def _run(args: argparse.Namespace, path: Path, bundle: Any, manifest: Any, tmp: 
         "ece_raw": expected_calibration_error(held.probabilities, labels),
         "manifest": manifest,
         "segment_all_dice": _score(held.probabilities, held, open_all, grid),
+        "empty_dice": float(held.truth_empty.mean()),
     }
 
 
@@ -238,6 +237,10 @@ def _render(args: argparse.Namespace, path: Path, result: dict[str, Any]) -> str
     lines += [
         f"| segment_all (shipped pixel/min-area) | - | - | {sa['dice']:.4f} | {len(positive):.3f} "
         f"| {len(positive) / max(sum(positive), 1e-9):.2f}x | - |",
+        f"| all-empty (not learned) | - | - | {result['empty_dice']:.4f} | 0.000 | 0.00x | - |",
+        "",
+        "Synthetic images only: the same bundle on real steel (never trained or tuned on) is in the real-steel "
+        "section (`bench/results/real.md`).",
         "",
         f"Held-out ECE of the raw probabilities: {result['ece_raw']:.4f}. Per class, held-out segmenter runs per "
         f"image against the class's positive rate (goal: within {RUNS_RATIO_GOAL}x):",

@@ -30,11 +30,23 @@ from cascade.manifest import BundleManifest
 from training.config import TuneConfig
 from training.tune_thresholds import CascadeTuning, compute_dice_tables, tune_cascade
 
-__all__ = ["TuningInputs", "main", "recorded_tune_config", "retune_bundle", "retuned_manifest", "tuning_inputs"]
+__all__ = [
+    "TuningInputs", "main", "recorded_tune_config", "retune_bundle", "retuned_manifest", "stored_precision",
+    "tuning_inputs",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 _STORED = {"F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def stored_precision(bundle_path: str | Path) -> torch.dtype | None:
+    """The reduced floating-point precision a bundle's weights are stored in (float16/bfloat16), None for float32
+    or mixed; integer tensors (BatchNorm's ``num_batches_tracked``) are stored as they are whatever the precision,
+    so they do not count. Pass it to ``save_bundle`` to write a rewritten bundle as the original was."""
+    dtypes = {d for entry in weights_summary(bundle_path).values() for d in entry["dtypes"]}
+    floats = {d for d in dtypes if d.startswith(("F", "BF"))}
+    return _STORED.get(floats.pop()) if len(floats) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -142,12 +154,7 @@ def retune_bundle(
         "from": str(bundle_path),
     }
     manifest = retuned_manifest(bundle.manifest, tuned, note)
-    # The floating-point precision the weights are stored in (integer tensors, e.g. BatchNorm's
-    # num_batches_tracked, are stored as they are whatever the precision).
-    dtypes = {d for entry in weights_summary(bundle_path).values() for d in entry["dtypes"]}
-    stored = {d for d in dtypes if d.startswith(("F", "BF"))}
-    dtype = _STORED.get(stored.pop()) if len(stored) == 1 else None
-    path = save_bundle(out, manifest, bundle.classifier, bundle.segmenters, dtype=dtype)
+    path = save_bundle(out, manifest, bundle.classifier, bundle.segmenters, dtype=stored_precision(bundle_path))
     logger.info(
         "re-tuned %s on %d images: %.3f segmenter runs/image, Dice %.4f (Dice-only %.3f runs, %.4f) -> %s",
         bundle_path, len(annotations.image_ids), tuned.curve.chosen.runs_per_image, tuned.curve.chosen.dice,
