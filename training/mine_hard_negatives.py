@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cascade.constants import CLASS_IDS
-from training.config import HardNegativeConfig
 from training.oof import read_oof
+from training.stage_config import HardNegativeConfig
 
 if TYPE_CHECKING:
     from training.workspace import Workspace

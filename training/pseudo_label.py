@@ -35,11 +35,11 @@ from cascade.imageio import read_image
 from cascade.manifest import ClassParams
 from cascade.postprocess import postprocess_map
 from cascade.rle import encode
-from training.config import PseudoLabelConfig
 from training.distributed import barrier
 from training.package import bundle_path
 from training.paths import RunPaths
 from training.pseudo_label_report import report_markdown
+from training.stage_config import PseudoLabelConfig
 from training.workspace import Workspace, open_workspace
 
 __all__ = [

@@ -27,7 +27,7 @@ import torch
 from cascade.bundle import LoadedBundle, load_bundle, save_bundle, weights_summary
 from cascade.formats import Annotations
 from cascade.manifest import BundleManifest
-from training.config import TuneConfig
+from training.stage_config import TuneConfig
 from training.tune_thresholds import CascadeTuning, compute_dice_tables, tune_cascade
 
 __all__ = [

@@ -37,10 +37,10 @@ from cascade.calibration import Calibration, calibrate, expected_calibration_err
 from cascade.gate_curve import GateCurve
 from cascade.imageio import read_image
 from cascade.manifest import ClassParams
-from training.config import TuneConfig
 from training.gate_tuning import GateChoice, choose_gates, class_options, gate_curve
 from training.oof import read_oof
 from training.package import in_memory_bundle
+from training.stage_config import TuneConfig
 from training.thresholds import ClassTuning, dice_tables, pick_best, tune_class
 from training.workspace import Workspace
 
