@@ -5,6 +5,10 @@ manifest JSON under ``"manifest"``, or a directory holding ``manifest.json`` + `
 Weight keys are prefixed ``classifier.`` and ``segmenter.<class_id>.``. Every problem with a bundle
 (missing, corrupt, too new, unknown architecture, weights not fitting) is a ``BundleError`` naming
 the path and the problem.
+
+This module builds the networks a manifest describes, checks that weights fit them, and saves and loads
+them; the stored form itself (file names, ``BundleError``, reading the manifest and a weights summary
+without building a network) is :mod:`cascade.bundle_format`, whose public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,16 +17,26 @@ import copy
 import functools
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from cascade.bundle_format import (
+    MANIFEST_FILE,
+    MANIFEST_KEY,
+    WEIGHTS_FILE,
+    BundleError,
+    is_file_bundle_path,
+    read_manifest,
+    safetensors_metadata,
+    segmenter_prefix,
+    weights_path,
+    weights_summary,
+)
 from cascade.device import resolve_device
 from cascade.manifest import BundleManifest, ModelSpec
 
@@ -43,16 +57,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_KEY = "manifest"
-"""safetensors metadata key holding the manifest JSON in the single-file form."""
-MANIFEST_FILE = "manifest.json"
-WEIGHTS_FILE = "weights.safetensors"
 _STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_LISTED = 5
-
-
-class BundleError(RuntimeError):
-    """A bundle is missing, corrupt, incompatible or does not fit its manifest."""
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,6 @@ class LoadedBundle:
     classifier: nn.Module
     segmenters: dict[int, nn.Module]
     path: Path
-
-
-def is_file_bundle_path(path: str | Path) -> bool:
-    """True when ``path`` names the single-file form (``*.safetensors``), False for a directory."""
-    return Path(path).suffix == ".safetensors"
-
-
-def _segmenter_prefix(class_id: int) -> str:
-    return f"segmenter.{class_id}."
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -102,7 +99,7 @@ def _tensors(
             f"segmenters must have one network per class id {list(manifest.class_ids)}, got {sorted(segmenters)}"
         )
     groups = {"classifier.": _unwrap(classifier)} | {
-        _segmenter_prefix(cid): _unwrap(segmenters[cid]) for cid in manifest.class_ids
+        segmenter_prefix(cid): _unwrap(segmenters[cid]) for cid in manifest.class_ids
     }
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in groups.items():
@@ -188,8 +185,8 @@ def replace_manifest(path: str | Path, manifest: BundleManifest, out: str | Path
 
     path = Path(path)
     out = path if out is None else Path(out)
-    weights = _weights_path(path)
-    meta = _safetensors_metadata(weights, path)
+    weights = weights_path(path)
+    meta = safetensors_metadata(weights, path)
     with safe_open(str(weights), framework="pt") as handle:
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a Mapping
     _check_fits(tensors, _expected_shapes(manifest), out, verb="saving")
@@ -204,77 +201,6 @@ def replace_manifest(path: str | Path, manifest: BundleManifest, out: str | Path
         _atomic_write(out / MANIFEST_FILE, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     logger.info("wrote bundle %s with a new manifest (%d tensors copied from %s)", out, len(tensors), path)
     return out
-
-
-# ---------------------------------------------------------------------------------------------- read
-def _weights_path(path: Path) -> Path:
-    if path.is_dir():
-        weights = path / WEIGHTS_FILE
-        if not weights.is_file():
-            raise BundleError(f"bundle directory {path} has no {WEIGHTS_FILE}")
-        return weights
-    if path.is_file():
-        return path
-    raise BundleError(f"bundle not found: {path} (expected a *.safetensors file or a directory with {MANIFEST_FILE})")
-
-
-def _safetensors_metadata(path: Path, bundle: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
-    except Exception as err:  # SafetensorError, OSError: a corrupt or truncated header
-        raise BundleError(f"bundle {bundle} is corrupt or not a safetensors file ({path.name}: {err})") from err
-
-
-def read_manifest(path: str | Path) -> BundleManifest:
-    """Read only the manifest of a bundle (file or directory form).
-
-    Raises:
-        BundleError: missing path, unreadable file, missing/bad manifest JSON, or a newer format_version.
-    """
-    path = Path(path)
-    weights = _weights_path(path)
-    if path.is_dir():
-        manifest_file = path / MANIFEST_FILE
-        if not manifest_file.is_file():
-            raise BundleError(f"bundle directory {path} has no {MANIFEST_FILE}")
-        try:
-            text = manifest_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise BundleError(f"cannot read {manifest_file}: {err}") from err
-    else:
-        metadata = _safetensors_metadata(weights, path)
-        if MANIFEST_KEY not in metadata:
-            raise BundleError(
-                f"{path} is a safetensors file without a '{MANIFEST_KEY}' metadata entry: not a cascade bundle"
-            )
-        text = metadata[MANIFEST_KEY]
-    try:
-        return BundleManifest.from_json(text)
-    except ValueError as err:
-        raise BundleError(f"bundle {path} has a bad manifest: {err}") from err
-
-
-def weights_summary(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Per network (``classifier``, ``segmenter.<id>``): ``tensors``, ``numel`` and stored ``dtypes`` (e.g. ``F16``)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    weights = _weights_path(path)
-    _safetensors_metadata(weights, path)
-    tensors: dict[str, int] = {}
-    numel: dict[str, int] = {}
-    dtypes: dict[str, set[str]] = {}
-    with safe_open(str(weights), framework="pt") as handle:
-        for key in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
-            group = "classifier" if key.startswith("classifier.") else ".".join(key.split(".", 2)[:2])
-            info = handle.get_slice(key)
-            tensors[group] = tensors.get(group, 0) + 1
-            numel[group] = numel.get(group, 0) + math.prod(info.get_shape())
-            dtypes.setdefault(group, set()).add(info.get_dtype())
-    return {g: {"tensors": tensors[g], "numel": numel[g], "dtypes": sorted(dtypes[g])} for g in tensors}
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -336,7 +262,7 @@ def _expected_shapes(manifest: BundleManifest) -> dict[str, dict[str, tuple[int,
     """Weight-key prefix -> expected shapes, for every network of the manifest."""
     num_classes = len(manifest.class_ids)
     specs = {"classifier.": (manifest.classifier, num_classes, "classifier")} | {
-        _segmenter_prefix(cid): (spec, 1, f"segmenter {cid}") for cid, spec in manifest.segmenters.items()
+        segmenter_prefix(cid): (spec, 1, f"segmenter {cid}") for cid, spec in manifest.segmenters.items()
     }
     return {
         prefix: _spec_shapes(json.dumps(spec.to_dict(), sort_keys=True), n, what)
@@ -401,13 +327,13 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> LoadedB
     path = Path(path)
     device = resolve_device(str(device))
     manifest = read_manifest(path)
-    weights = _weights_path(path)
+    weights = weights_path(path)
     try:
         tensors = load_file(str(weights), device="cpu")
     except Exception as err:  # SafetensorError / OSError on truncated data
         raise BundleError(f"bundle {path} is corrupt: cannot read weights from {weights.name}: {err}") from err
     classifier, segmenters = build_models(manifest, bundle=path, share_init=True)
-    groups = {"classifier.": classifier} | {_segmenter_prefix(cid): m for cid, m in segmenters.items()}
+    groups = {"classifier.": classifier} | {segmenter_prefix(cid): m for cid, m in segmenters.items()}
     _check_fits(tensors, {prefix: _shapes(m) for prefix, m in groups.items()}, path, verb="loading")
     for prefix, module in groups.items():
         own = module.state_dict()

@@ -14,7 +14,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from cascade.bundle import BundleError
+from cascade.bundle_format import BundleError
 
 __all__ = [
     "BUNDLES_DIR_ENV",
