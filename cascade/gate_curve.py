@@ -14,14 +14,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from cascade.calibration import Calibration
+from cascade.specs import ClassParams
 from cascade.typed_config import Dialect, from_dict
 
-if TYPE_CHECKING:
-    from cascade.manifest import BundleManifest
-
-__all__ = ["ClassGateCurve", "GateCurve", "GatePoint", "describe_gate", "gate_summary"]
+__all__ = ["ClassGateCurve", "GateCurve", "GatePoint", "GatedBundle", "describe_gate", "gate_summary"]
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
@@ -239,7 +238,28 @@ class GateCurve:
         return lines
 
 
-def gate_summary(manifest: BundleManifest) -> dict[str, Any]:
+class GatedBundle(Protocol):
+    """What :func:`gate_summary` and :func:`describe_gate` read of a bundle; ``cascade.manifest.BundleManifest``
+    is one. A structural type, because the manifest holds a :class:`GateCurve`: this module sits below it and
+    imports nothing from it."""
+
+    @property
+    def class_ids(self) -> tuple[int, ...]: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def classes(self) -> tuple[ClassParams, ...]: ...
+
+    @property
+    def calibration(self) -> tuple[Calibration, ...]: ...
+
+    @property
+    def gate_curve(self) -> GateCurve | None: ...
+
+
+def gate_summary(manifest: GatedBundle) -> dict[str, Any]:
     """JSON-ready summary of a bundle's gate: calibration, chosen and Dice-only points, unpredictable classes.
 
     ``chosen``/``dice_only`` are None when the bundle has no gate curve.
@@ -259,7 +279,7 @@ def gate_summary(manifest: BundleManifest) -> dict[str, Any]:
     }
 
 
-def describe_gate(manifest: BundleManifest) -> list[str]:
+def describe_gate(manifest: GatedBundle) -> list[str]:
     """Readable lines for ``cascade bundle info``: calibration, what the gate costs and scores, flagged classes."""
     lines = ["Gate:"]
     if manifest.calibration:
