@@ -31,14 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from training.data import ImageStore
+from training.image_store import ImageStore
 
 __all__ = ["COPY_PASTE", "CopyPaste", "DonorPool", "uses_copy_paste"]
 
@@ -59,7 +58,7 @@ class DonorPool:
         class_ids: the classes, in mask channel order.
         donors: class id -> image ids holding that class.
         cooccurrence: ``(C, C)`` bool, True where two classes were seen on one image (diagonal True).
-        store: image source (``training.data.ImageStore``); coverage cached under ``(image_id, "all")``.
+        store: image source (``training.image_store.ImageStore``); coverage cached under ``(image_id, "all")``.
         full_masks: image id -> full-size ``(C, H, W)`` bool masks.
     """
 

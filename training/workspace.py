@@ -23,8 +23,8 @@ from cascade.formats import Annotations
 from cascade.manifest import Normalization
 from cascade.rle import decode
 from training.config import PipelineConfig
-from training.data import ImageStore
 from training.distributed import DistContext
+from training.image_store import ImageStore
 from training.paths import RunPaths
 
 __all__ = [
