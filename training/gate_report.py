@@ -15,15 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cascade.calibration import reliability_bins
 from cascade.gate_curve import GateCurve, GatePoint
-
-if TYPE_CHECKING:
-    from training.evaluate import Evaluation
+from training.evaluation import Evaluation
 
 __all__ = ["HeldoutPoint", "gate_section", "heldout_point", "plot_gate_curve", "plot_reliability"]
 

@@ -14,19 +14,17 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cascade.constants import CLASS_IDS, CLASS_NAMES
 from cascade.manifest import ClassParams
 from training.config import PipelineConfig
+from training.evaluation import Evaluation
 from training.gallery import gallery_section
 from training.gate_report import gate_section
 from training.paths import METRICS_FILE, RunPaths
-
-if TYPE_CHECKING:
-    from training.evaluate import Evaluation
 
 __all__ = [
     "MIN_AUC_LABELS",
