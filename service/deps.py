@@ -28,12 +28,16 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 """Error statuses common to the authenticated model routes (for the OpenAPI docs)."""
 
 
-def get_state(request: Request) -> ServiceState:
-    """The app's ``ServiceState``."""
+async def get_state(request: Request) -> ServiceState:
+    """The app's ``ServiceState``.
+
+    The route dependencies here are ``async def`` although they never await: FastAPI runs a plain ``def``
+    dependency in the threadpool, and three such hops per request cost the event loop more CPU than the
+    HTTP parsing (``bench/bench_service.py``)."""
     return request.app.state.cascade
 
 
-def require_api_key(
+async def require_api_key(
     state: ServiceState = Depends(get_state),
     x_api_key: str | None = Depends(_api_key_header),
     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
@@ -53,7 +57,7 @@ def require_api_key(
         raise ServiceError(401, "wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def ready_state(state: ServiceState = Depends(get_state)) -> ServiceState:
+async def ready_state(state: ServiceState = Depends(get_state)) -> ServiceState:
     """The state, or 503 (with Retry-After while loading) when the model is not ready."""
     if state.ready:
         return state

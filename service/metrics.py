@@ -122,6 +122,8 @@ class ServiceMetrics:
             gauge.set(float("nan"))
         self._recent: deque[tuple[float, bool]] = deque(maxlen=ood_window)
         self._recent_lock = threading.Lock()
+        self._recent_sum = 0.0  # of the scores in ``_recent``
+        self._recent_flagged = 0  # flagged images in ``_recent``
 
     def register_classes(self, class_ids: Sequence[int], names: Sequence[str]) -> None:
         """Show a zero ``cascade_class_positives`` series for every class of the loaded bundle from the start."""
@@ -145,12 +147,19 @@ class ServiceMetrics:
                 self.ood_images.labels(str(bool(pred.in_distribution)).lower()).inc()
                 scored.append((float(pred.ood_score), not pred.in_distribution))
         if scored:
-            with self._recent_lock:
-                self._recent.extend(scored)
-                scores, flagged = zip(*self._recent, strict=True)  # under the lock: workers never interleave
-                self.ood_recent_images.set(len(scores))
-                self.ood_recent_mean.set(sum(scores) / len(scores))
-                self.ood_recent_flagged.set(sum(flagged) / len(flagged))
+            with self._recent_lock:  # workers never interleave; running sums, not a pass over the window
+                for score, flag in scored:
+                    if len(self._recent) == self._recent.maxlen:
+                        old_score, old_flag = self._recent[0]
+                        self._recent_sum -= old_score
+                        self._recent_flagged -= old_flag
+                    self._recent.append((score, flag))
+                    self._recent_sum += score
+                    self._recent_flagged += flag
+                count = len(self._recent)
+                self.ood_recent_images.set(count)
+                self.ood_recent_mean.set(self._recent_sum / count)
+                self.ood_recent_flagged.set(self._recent_flagged / count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's registry."""

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such job."}}
 
 
-def _jobs(state: ServiceState = Depends(ready_state)) -> JobManager:
+async def _jobs(state: ServiceState = Depends(ready_state)) -> JobManager:
     if state.jobs is None:
         raise ServiceError(503, "the job manager is not running")
     return state.jobs
