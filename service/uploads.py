@@ -131,6 +131,12 @@ def multipart_body(
 ) -> dict:
     """OpenAPI ``requestBody`` of a route that parses its own form (``read_form``), for ``openapi_extra``.
 
+    Why not FastAPI's ``File``/``UploadFile`` parameters (issue 13 asked): FastAPI reads and parses the whole
+    form before it runs a route's dependencies or body, so a request without a valid API key, or one arriving
+    at a full queue, would be spooled in full (up to ``--max-upload-mb``) before its 401/503; and a raw
+    ``image/*`` body, which ``/predict`` also accepts, cannot be declared as ``File``. The routes therefore
+    authenticate and admit first, then parse (``read_form``), and describe the body here.
+
     Args:
         parts: form part name -> its schema (``BINARY`` for a file).
         required: the parts that must be sent.
