@@ -125,7 +125,7 @@ def _score_local(
 ) -> tuple[str, str, ScoreSummary]:
     """Load ``parallel`` predictors of ``threads`` threads and score ``folder`` with them; returns the summary."""
     from cascade.predictor import CascadePredictor
-    from cascade.scoring import score_folder
+    from cascade.scoring import ScoreOptions, score_folder
 
     predictors = [CascadePredictor.from_bundle(bundle, runtime=args.runtime, threads=threads) for _ in range(parallel)]
     label = f"local ({parallel} predictor{'s' * (parallel > 1)} x {threads} thread{'s' * (threads > 1)})"
@@ -134,9 +134,8 @@ def _score_local(
         folder,
         out,
         predictors,
-        batch_size=args.batch_size,
+        options=ScoreOptions(batch_size=args.batch_size, resume=False),
         workers=args.workers,
-        resume=False,
         progress=_Progress(label),
     )
     return label, predictors[0].runtime_name, summary
@@ -146,7 +145,7 @@ def _score_ray(folder: Path, out: Path, args: argparse.Namespace, cores: int) ->
     """Start a local Ray instance and score ``folder`` with ``args.actors`` single-threaded actors."""
     import ray
 
-    from cascade.scoring import score_folder_ray
+    from cascade.scoring import ScoreOptions, score_folder_ray
 
     start = time.perf_counter()
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -160,11 +159,10 @@ def _score_ray(folder: Path, out: Path, args: argparse.Namespace, cores: int) ->
             folder,
             out,
             args.bundle,
-            batch_size=args.batch_size,
+            options=ScoreOptions(batch_size=args.batch_size, resume=False),
             actors=args.actors,
             threads=1,
             runtime=args.runtime,
-            resume=False,
             progress=progress,
         )
     finally:

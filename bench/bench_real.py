@@ -120,7 +120,7 @@ def _folder_images_per_s(bundle: Path, images_dir: Path, ids: list[str], n: int 
     import tempfile
 
     from cascade.predictor import CascadePredictor
-    from cascade.scoring import score_folder
+    from cascade.scoring import ScoreOptions, score_folder
 
     cores = os.cpu_count() or 1
     predictors = [CascadePredictor.from_bundle(bundle, threads=1) for _ in range(cores)]
@@ -129,8 +129,9 @@ def _folder_images_per_s(bundle: Path, images_dir: Path, ids: list[str], n: int 
         folder.mkdir()
         for image_id in ids[:n]:
             (folder / image_id).symlink_to((images_dir / image_id).resolve())
-        score_folder(folder, Path(tmp) / "warm.csv", predictors, batch_size=4, fsync=False)
-        summary = score_folder(folder, Path(tmp) / "sub.csv", predictors, batch_size=4, fsync=False)
+        options = ScoreOptions(batch_size=4, fsync=False)
+        score_folder(folder, Path(tmp) / "warm.csv", predictors, options=options)
+        summary = score_folder(folder, Path(tmp) / "sub.csv", predictors, options=options)
     return predictors[0].runtime_name, summary.images_per_second
 
 

@@ -108,7 +108,7 @@ def _folder_share(folder: Path, mode: str) -> dict[str, float]:
     """Score ``folder`` with the demo bundle, timing ``cascade.rle.encode`` inside the run."""
     import cascade.predictor as predictor_module
     from cascade.predictor import CascadePredictor
-    from cascade.scoring import score_folder
+    from cascade.scoring import ScoreOptions, score_folder
 
     spent = {"encode_s": 0.0, "masks": 0, "runs": 0}
     encode = rle.encode
@@ -126,9 +126,8 @@ def _folder_share(folder: Path, mode: str) -> dict[str, float]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cpu, wall = time.process_time(), time.perf_counter()
-            summary = score_folder(
-                folder, Path(tmp) / "s.csv", predictor, batch_size=4, workers=1, mode=mode, resume=False, fsync=False
-            )
+            options = ScoreOptions(batch_size=4, mode=mode, resume=False, fsync=False)
+            summary = score_folder(folder, Path(tmp) / "s.csv", predictor, options=options, workers=1)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
         predictor_module.encode = encode

@@ -75,10 +75,10 @@ def _folder(images: list[bytes], root: Path, copies: int) -> Path:
 
 def _folder_engine(predictors: list, folder: Path, out: Path) -> tuple[int, float]:
     """Images scored and seconds taken by ``score_folder`` over ``folder`` (as ``cascade predict DIR`` does)."""
-    from cascade.scoring import score_folder
+    from cascade.scoring import ScoreOptions, score_folder
 
     start = time.perf_counter()
-    summary = score_folder(folder, out, predictors, batch_size=4, workers=2, resume=False)
+    summary = score_folder(folder, out, predictors, options=ScoreOptions(batch_size=4, resume=False), workers=2)
     elapsed = time.perf_counter() - start
     if summary.failed:
         raise RuntimeError(f"the folder engine failed on {summary.failed} images")

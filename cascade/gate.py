@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cascade.constants import NUM_CLASSES
-from cascade.manifest import ClassParams
+from cascade.specs import ClassParams
 
 __all__ = ["GATE_MODES", "check_mode", "check_params", "gate"]
 

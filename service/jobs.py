@@ -30,6 +30,7 @@ import numpy as np
 from cascade.results import ImagePrediction
 from cascade.scoring.folder import list_images
 from cascade.scoring.local import score_folder
+from cascade.scoring.options import ScoreOptions
 from cascade.scoring.summary import ScoreProgress
 from service.batching import InferenceWorker, Priority
 from service.errors import ServiceError
@@ -275,10 +276,8 @@ class JobManager:
             folder,
             self._job_dir(record.id) / "submission.csv",
             _WorkerPredictor(self.worker),
-            batch_size=self.batch_size,
+            options=ScoreOptions(batch_size=self.batch_size, mode=record.mode, resume=True),
             workers=1,
-            mode=record.mode,
-            resume=True,
             cancel=cancel,
             progress=_progress,
         )

@@ -161,7 +161,7 @@ def test_ray_engine_gets_the_stall_timeout(tmp_path: Path, score_dir: Path, monk
     assert result.exit_code == predict_cli.EXIT_STALLED, result.output
     assert "still waiting for a.png: an actor is stuck" in result.stderr.strip().splitlines()[-1]
     runner.invoke(app, [*args, "--stall-timeout", "0"], catch_exceptions=False)
-    assert [c["stall_timeout_s"] for c in calls] == [1.5, None]
+    assert [c["options"].stall_timeout_s for c in calls] == [1.5, None]
 
 
 def test_missing_bundle_is_one_line(score_dir: Path, tmp_path: Path) -> None:

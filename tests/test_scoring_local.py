@@ -15,12 +15,22 @@ import pytest
 
 from cascade.formats import Layout
 from cascade.imageio import read_image
-from cascade.scoring import ResumeError, ScoreProgress, errors_path, list_images, read_mask_png, score_folder
+from cascade.scoring import (
+    ResumeError,
+    ScoreOptions,
+    ScoreProgress,
+    errors_path,
+    list_images,
+    read_mask_png,
+    score_folder,
+)
 from cascade.scoring.masks import mask_png_path, overlay_path
 from tests.fixtures.scoring import BAD_FILES, REFERENCE_BATCH, SCORE_N, FakePredictor, TinyReference
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_BATCH = 2
+FAKE_OPTIONS = ScoreOptions(batch_size=FAKE_BATCH)
+FAKE_LONG = ScoreOptions(batch_size=FAKE_BATCH, layout=Layout.LONG)
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -31,7 +41,9 @@ def _rows(path: Path) -> list[list[str]]:
 def fake_reference(tmp_path_factory: pytest.TempPathFactory, bad_score_dir: Path) -> tuple[bytes, bytes]:
     """Submission and errors bytes of an uninterrupted fake-predictor run over ``bad_score_dir``."""
     out = tmp_path_factory.mktemp("ref") / "sub.csv"
-    summary = score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH, fsync=False)
+    summary = score_folder(
+        bad_score_dir, out, FakePredictor(), options=ScoreOptions(batch_size=FAKE_BATCH, fsync=False)
+    )
     assert summary.complete and summary.failed == len(BAD_FILES)
     return out.read_bytes(), errors_path(out).read_bytes()
 
@@ -69,7 +81,7 @@ def test_real_cascade_submission_and_masks(bad_score_dir: Path, tiny_predictor, 
 def test_unreadable_images_listed_not_fatal(tmp_path: Path, bad_score_dir: Path, fake_reference) -> None:
     out = tmp_path / "sub.csv"
     ticks: list[ScoreProgress] = []
-    summary = score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH, progress=ticks.append)
+    summary = score_folder(bad_score_dir, out, FakePredictor(), options=FAKE_OPTIONS, progress=ticks.append)
     assert summary.scored == SCORE_N and summary.failed == 2 and summary.complete
     assert [e.image_id for e in summary.errors] == sorted(BAD_FILES)
     assert summary.errors_csv == errors_path(out)
@@ -83,7 +95,7 @@ def test_unreadable_images_listed_not_fatal(tmp_path: Path, bad_score_dir: Path,
 
 def test_batches_are_listing_slices(tmp_path: Path, bad_score_dir: Path) -> None:
     fake = FakePredictor()
-    score_folder(bad_score_dir, tmp_path / "s.csv", fake, batch_size=3)
+    score_folder(bad_score_dir, tmp_path / "s.csv", fake, options=ScoreOptions(batch_size=3))
     ids = list_images(bad_score_dir)
     slices = [[i for i in ids[s : s + 3] if i not in BAD_FILES] for s in range(0, len(ids), 3)]
     assert fake.calls == [s for s in slices if s]
@@ -92,7 +104,7 @@ def test_batches_are_listing_slices(tmp_path: Path, bad_score_dir: Path) -> None
 def test_several_predictors_same_output(tmp_path: Path, bad_score_dir: Path, fake_reference) -> None:
     out = tmp_path / "sub.csv"
     fakes = [FakePredictor(delay=0.02), FakePredictor(delay=0.05), FakePredictor()]
-    summary = score_folder(bad_score_dir, out, fakes, batch_size=FAKE_BATCH, prefetch_batches=0)
+    summary = score_folder(bad_score_dir, out, fakes, options=FAKE_OPTIONS, prefetch_batches=0)
     assert summary.complete and sum(len(f.calls) for f in fakes) == 4  # 8 files in batches of 2
     assert sum(1 for f in fakes if f.calls) >= 2, "batches did not run side by side"
     assert (out.read_bytes(), errors_path(out).read_bytes()) == fake_reference
@@ -107,10 +119,10 @@ def test_cancel_then_resume_is_byte_identical(tmp_path: Path, bad_score_dir: Pat
         if p.done >= stop_after:
             cancel.set()
 
-    first = score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH, cancel=cancel, progress=_stop)
+    first = score_folder(bad_score_dir, out, FakePredictor(), options=FAKE_OPTIONS, cancel=cancel, progress=_stop)
     assert first.cancelled and not first.complete and first.done >= stop_after
     fake = FakePredictor()
-    second = score_folder(bad_score_dir, out, fake, batch_size=FAKE_BATCH)
+    second = score_folder(bad_score_dir, out, fake, options=FAKE_OPTIONS)
     assert second.complete and second.resumed == first.done
     assert second.done == second.total == SCORE_N + len(BAD_FILES)
     assert second.scored + first.scored == SCORE_N
@@ -122,7 +134,7 @@ def test_partial_trailing_data_is_repaired(tmp_path: Path, bad_score_dir: Path, 
     out = tmp_path / "sub.csv"
     out.write_bytes(fake_reference[0][:-cut_from_end])
     errors_path(out).write_bytes(fake_reference[1])
-    summary = score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH)
+    summary = score_folder(bad_score_dir, out, FakePredictor(), options=FAKE_OPTIONS)
     assert summary.resumed >= 1 and summary.complete
     assert (out.read_bytes(), errors_path(out).read_bytes()) == fake_reference
 
@@ -131,28 +143,26 @@ def test_existing_output_of_other_layout_refused_unless_overwrite(
     tmp_path: Path, bad_score_dir: Path, fake_reference
 ) -> None:
     out = tmp_path / "sub.csv"
-    score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH, layout=Layout.LONG)
+    score_folder(bad_score_dir, out, FakePredictor(), options=FAKE_LONG)
     assert out.read_text().startswith("ImageId,ClassId,EncodedPixels\n")
     with pytest.raises(ResumeError, match="--overwrite"):
-        score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH)
-    score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH, resume=False)
+        score_folder(bad_score_dir, out, FakePredictor(), options=FAKE_OPTIONS)
+    score_folder(bad_score_dir, out, FakePredictor(), options=ScoreOptions(batch_size=FAKE_BATCH, resume=False))
     assert (out.read_bytes(), errors_path(out).read_bytes()) == fake_reference
 
 
 def test_long_layout_resume_is_byte_identical(tmp_path: Path, bad_score_dir: Path) -> None:
     ref = tmp_path / "ref.csv"
-    score_folder(bad_score_dir, ref, FakePredictor(), batch_size=FAKE_BATCH, layout=Layout.LONG)
+    score_folder(bad_score_dir, ref, FakePredictor(), options=FAKE_LONG)
     data = ref.read_bytes()
     out = tmp_path / "sub.csv"
     for cut in (len(data) // 3, len(data) // 2, len(data) - 5):
         out.write_bytes(data[:cut])
-        score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH, layout=Layout.LONG)
+        score_folder(bad_score_dir, out, FakePredictor(), options=FAKE_LONG)
         assert out.read_bytes() == data, cut
 
 
 def test_bad_arguments(tmp_path: Path, score_dir: Path) -> None:
-    with pytest.raises(ValueError, match="batch_size=0"):
-        score_folder(score_dir, tmp_path / "s.csv", FakePredictor(), batch_size=0)
     with pytest.raises(ValueError, match="workers=0"):
         score_folder(score_dir, tmp_path / "s.csv", FakePredictor(), workers=0)
 
@@ -160,8 +170,9 @@ def test_bad_arguments(tmp_path: Path, score_dir: Path) -> None:
 _KILL_SCRIPT = """
 import sys
 from tests.fixtures.scoring import FakePredictor
-from cascade.scoring import score_folder
-score_folder(sys.argv[1], sys.argv[2], FakePredictor(delay=0.05, hang_after=2), batch_size=int(sys.argv[3]))
+from cascade.scoring import ScoreOptions, score_folder
+options = ScoreOptions(batch_size=int(sys.argv[3]))
+score_folder(sys.argv[1], sys.argv[2], FakePredictor(delay=0.05, hang_after=2), options=options)
 """
 
 
@@ -180,6 +191,6 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path: Path, bad_score_dir: Pat
     assert proc.returncode == -signal.SIGKILL, "the scoring subprocess ended before it was killed"
     partial = out.read_bytes()
     assert 0 < len(partial) < len(fake_reference[0]), "the run was not interrupted midway"
-    summary = score_folder(bad_score_dir, out, FakePredictor(), batch_size=FAKE_BATCH)
+    summary = score_folder(bad_score_dir, out, FakePredictor(), options=FAKE_OPTIONS)
     assert summary.resumed == 4 and summary.complete  # two batches of two: a bad file and three images
     assert (out.read_bytes(), errors_path(out).read_bytes()) == fake_reference

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from cascade.results import ImagePrediction
-from cascade.scoring import RayUnavailableError, ScoreProgress, StalledError, errors_path, list_images, score_folder_ray
+from cascade.scoring import (
+    RayUnavailableError,
+    ScoreOptions,
+    ScoreProgress,
+    StalledError,
+    errors_path,
+    list_images,
+    score_folder_ray,
+)
 from tests.fixtures import scoring as scoring_fixtures
 from tests.fixtures.scoring import BAD_FILES, REFERENCE_BATCH, SCORE_N, FakePredictor, TinyReference
 
@@ -64,7 +72,7 @@ def test_ray_engine_equals_local_engine(
         bad_score_dir,
         out,
         tiny_bundle_path,
-        batch_size=REFERENCE_BATCH,
+        options=ScoreOptions(batch_size=REFERENCE_BATCH),
         actors=(1, 2),
         threads=1,
         runtime="torch",
@@ -97,11 +105,9 @@ def test_stuck_actor_fails_the_run_naming_the_stuck_images(tmp_path: Path, score
             score_folder_ray(
                 score_dir,
                 out,
-                batch_size=2,
+                options=ScoreOptions(batch_size=2, stall_timeout_s=3.0, fsync=False),
                 actors=1,
-                stall_timeout_s=3.0,
                 predictor_factory=StuckOnImage(names[0], release),
-                fsync=False,
             )
     finally:
         release.touch()  # frees the actor; its result ends the engine's reader thread, which shuts the dataset down
@@ -112,9 +118,3 @@ def test_stuck_actor_fails_the_run_naming_the_stuck_images(tmp_path: Path, score
     assert error.stuck == tuple(names[:2]) and error.timeout_s == 3.0
     assert f"still waiting for {names[0]}, {names[1]}" in str(error)
     assert out.read_text().count("\n") == 1  # the header only: nothing was committed, the run resumes from scratch
-
-
-def test_bad_stall_timeout_is_refused_before_ray_starts(tmp_path: Path, score_dir: Path) -> None:
-    with pytest.raises(ValueError, match="stall timeout"):
-        score_folder_ray(score_dir, tmp_path / "s.csv", stall_timeout_s=0)
-    assert not (tmp_path / "s.csv").exists()

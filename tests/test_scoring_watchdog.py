@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cascade.results import ImagePrediction
-from cascade.scoring import StalledError, StallWatchdog, dump_threads, list_images, score_folder
+from cascade.scoring import ScoreOptions, StalledError, StallWatchdog, dump_threads, list_images, score_folder
 from tests.fixtures.scoring import FakePredictor
 
 IMAGES = 6
@@ -64,7 +64,9 @@ def test_stalled_predictor_raises_with_thread_dump_and_output_stays_resumable(
     caplog.set_level(logging.ERROR, logger="cascade.scoring.watchdog")
     try:
         with pytest.raises(StalledError, match="made no progress") as info:
-            score_folder(small_dir, out, predictors, batch_size=1, stall_timeout_s=0.5, fsync=False)
+            score_folder(
+                small_dir, out, predictors, options=ScoreOptions(batch_size=1, stall_timeout_s=0.5, fsync=False)
+            )
     finally:
         release.set()
     error = info.value
@@ -76,8 +78,9 @@ def test_stalled_predictor_raises_with_thread_dump_and_output_stays_resumable(
     assert any(r.levelno == logging.ERROR and "no progress" in r.getMessage() for r in caplog.records)
 
     reference = tmp_path / "ref.csv"
-    score_folder(small_dir, reference, FakePredictor(), batch_size=1, fsync=False)
-    resumed = score_folder(small_dir, out, FakePredictor(), batch_size=1, fsync=False)
+    options = ScoreOptions(batch_size=1, fsync=False)
+    score_folder(small_dir, reference, FakePredictor(), options=options)
+    resumed = score_folder(small_dir, out, FakePredictor(), options=options)
     assert resumed.complete and resumed.resumed < IMAGES
     assert out.read_bytes() == reference.read_bytes()
 
@@ -86,9 +89,8 @@ def test_stall_after_progress_is_caught_too(tmp_path: Path, small_dir: Path) -> 
     release = threading.Event()
     try:
         with pytest.raises(StalledError):
-            score_folder(
-                small_dir, tmp_path / "s.csv", StallingPredictor(release, 2), batch_size=1, stall_timeout_s=0.5
-            )
+            options = ScoreOptions(batch_size=1, stall_timeout_s=0.5)
+            score_folder(small_dir, tmp_path / "s.csv", StallingPredictor(release, 2), options=options)
     finally:
         release.set()
     assert len(tmp_path.joinpath("s.csv").read_text().splitlines()) == 1 + 2 * 4  # header + the 2 finished images
@@ -96,23 +98,23 @@ def test_stall_after_progress_is_caught_too(tmp_path: Path, small_dir: Path) -> 
 
 def test_slow_but_progressing_run_is_not_stalled(tmp_path: Path, small_dir: Path) -> None:
     """Every batch takes 0.3 s, the whole run ~1.8 s: longer than the 1.5 s timeout, but never idle that long."""
-    summary = score_folder(
-        small_dir, tmp_path / "slow.csv", FakePredictor(delay=0.3), batch_size=1, stall_timeout_s=1.5, fsync=False
-    )
+    options = ScoreOptions(batch_size=1, stall_timeout_s=1.5, fsync=False)
+    summary = score_folder(small_dir, tmp_path / "slow.csv", FakePredictor(delay=0.3), options=options)
     assert summary.complete and summary.scored == len(list_images(small_dir)) == IMAGES
 
 
 def test_no_stall_timeout_waits(tmp_path: Path, small_dir: Path) -> None:
-    summary = score_folder(small_dir, tmp_path / "sub.csv", FakePredictor(), stall_timeout_s=None, fsync=False)
+    options = ScoreOptions(stall_timeout_s=None, fsync=False)
+    summary = score_folder(small_dir, tmp_path / "sub.csv", FakePredictor(), options=options)
     assert summary.complete
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0, True, "600", float("nan")])
-def test_bad_stall_timeout_is_refused(timeout: object, tmp_path: Path, small_dir: Path) -> None:
+def test_bad_stall_timeout_is_refused(timeout: object) -> None:
     with pytest.raises(ValueError, match="stall timeout"):
         StallWatchdog(timeout)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="stall timeout"):
-        score_folder(small_dir, tmp_path / "sub.csv", FakePredictor(), stall_timeout_s=timeout)  # type: ignore[arg-type]
+        ScoreOptions(stall_timeout_s=timeout)  # type: ignore[arg-type]
 
 
 def test_watchdog_result_passes_results_and_errors_through() -> None:

@@ -25,6 +25,7 @@ from cascade.cli.common import load_predictor_or_exit, runtime_help
 from cascade.constants import RUNTIME_NAMES
 
 if TYPE_CHECKING:
+    from cascade.scoring.options import ScoreOptions
     from cascade.scoring.watchdog import StalledError
 
 __all__ = ["register"]
@@ -128,7 +129,10 @@ def _exit_stalled(error: StalledError, out: Path) -> NoReturn:
     os._exit(EXIT_STALLED)
 
 
-def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], as_json: bool) -> None:
+def _run_folder(
+    path: Path, out: Path, predictors: list[Any] | None, options: ScoreOptions, engine: dict[str, Any], as_json: bool
+) -> None:
+    """Score ``path`` into ``out`` on the local engine with ``predictors``, or on Ray (None) with ``engine`` kwargs."""
     from tqdm import tqdm
 
     from cascade.scoring import (
@@ -152,10 +156,11 @@ def _run_folder(path: Path, out: Path, predictor: Any, options: dict[str, Any], 
     stalled: StalledError | None = None
     try:
         with _GracefulInterrupt() as interrupt:
-            if predictor is None:
-                summary = score_folder_ray(path, out, cancel=interrupt.event, progress=_progress, **options)
+            callbacks = {"cancel": interrupt.event, "progress": _progress}
+            if predictors is None:
+                summary = score_folder_ray(path, out, options=options, **callbacks, **engine)
             else:
-                summary = score_folder(path, out, predictor, cancel=interrupt.event, progress=_progress, **options)
+                summary = score_folder(path, out, predictors, options=options, **callbacks, **engine)
     except StalledError as exc:
         stalled = exc
     except (ResumeError, RayUnavailableError, ValueError) as exc:  # ValueError: e.g. two images share a stem
@@ -256,17 +261,23 @@ def register(app: typer.Typer) -> None:
         if path.is_dir():
             if out is None:
                 raise typer.BadParameter("scoring a folder needs --out submission.csv", param_hint="--out")
-            options: dict[str, Any] = {
-                "batch_size": batch_size,
-                "masks_dir": masks,
-                "layout": layout_value,
-                "mode": mode,
-                "resume": not overwrite,
-            }
+            from cascade.scoring.options import ScoreOptions
+
+            try:
+                options = ScoreOptions(
+                    batch_size=batch_size,
+                    masks_dir=masks,
+                    layout=layout_value,
+                    mode=mode,
+                    resume=not overwrite,
+                    stall_timeout_s=stall_timeout or None,
+                )
+            except ValueError as exc:
+                raise _fail(str(exc)) from exc
             if engine == "ray":
                 _check_bundle(bundle)  # before starting Ray: a missing bundle is one line, not an actor's traceback
                 _quiet_ray()
-                options |= {
+                ray_engine = {
                     "bundle": bundle,
                     "address": address,
                     "actors": actor_pool,
@@ -275,15 +286,13 @@ def register(app: typer.Typer) -> None:
                     "runtime": runtime,
                     # Starting Ray here: no dashboard, worker logs stay in Ray's log folder. A cluster keeps its own.
                     "init_kwargs": {"include_dashboard": False, "log_to_driver": False} if address is None else {},
-                    "stall_timeout_s": stall_timeout or None,
                 }
-                _run_folder(path, out, None, options, as_json)
+                _run_folder(path, out, None, options, ray_engine, as_json)
                 return
             count, per_predictor = _local_parallelism(device, parallel, threads)
             # Built one after the other (each warms its engine up serially, see cascade.runtimes.warmup).
             predictors = [_load_predictor(bundle, device, runtime, per_predictor) for _ in range(count)]
-            local = {"workers": workers, "stall_timeout_s": stall_timeout or None}
-            _run_folder(path, out, predictors, options | local, as_json)
+            _run_folder(path, out, predictors, options, {"workers": workers}, as_json)
             return
         predictor = _load_predictor(bundle, device, runtime, threads)
         pred = _predict_file(path, predictor, mode=mode, as_json=as_json, timings=timings, masks=masks)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cascade.constants import CLASS_IDS
-from cascade.formats import Layout
 from cascade.results import ImagePrediction
-from cascade.scoring.folder import ResumeError, ResumeState, list_images, read_resume_state
+from cascade.scoring.folder import ResumeError, ResumeState, errors_path, list_images, read_resume_state
 from cascade.scoring.masks import check_unique_stems, missing_mask_outputs
+from cascade.scoring.options import ScoreOptions
 from cascade.scoring.sink import OrderedSink
 from cascade.scoring.summary import OOD_EXAMPLES, ScoreProgress, ScoreSummary
 
@@ -37,6 +37,8 @@ class FolderJob:
         state: what an earlier run left (``ResumeState()`` when starting afresh).
         pending: images still to write, in listing order.
         batches: the batches still to run; each holds the images to predict (pending or not).
+        options: the run's options.
+        class_ids: the bundle's classes (the rows each image has in the submission).
     """
 
     folder: Path
@@ -45,40 +47,48 @@ class FolderJob:
     state: ResumeState
     pending: tuple[str, ...]
     batches: tuple[tuple[str, ...], ...]
+    options: ScoreOptions
+    class_ids: tuple[int, ...]
 
     @property
     def resumed(self) -> int:
         """Images finished by an earlier run."""
         return len(self.image_ids) - len(self.pending)
 
+    def open_sink(self) -> OrderedSink:
+        """The sink that commits this job's results to ``out_csv`` and its errors file, after ``state``."""
+        return OrderedSink(
+            self.out_csv,
+            errors_path(self.out_csv),
+            self.pending,
+            self.options.layout,
+            self.state,
+            fsync=self.options.fsync,
+            class_ids=self.class_ids,
+        )
+
 
 def plan_job(
-    images_dir: str | Path,
-    out_csv: str | Path,
-    layout: Layout,
-    batch_size: int,
-    resume: bool,
-    class_ids: Sequence[int] = CLASS_IDS,
-    masks_dir: str | Path | None = None,
+    images_dir: str | Path, out_csv: str | Path, options: ScoreOptions, class_ids: Sequence[int] = CLASS_IDS
 ) -> FolderJob:
-    """List the folder, read back an earlier run (when ``resume``) and cut the remaining work into batches.
+    """List the folder, read back an earlier run (when ``options.resume``) and cut the remaining work into batches.
 
-    ``class_ids`` are the bundle's classes (the rows each image has in the submission). With ``masks_dir``,
-    every image must have its own mask file name (``<stem>.png``), and a resumed run's finished images must
-    already have their masks there: they are not predicted again, so their masks could not be written.
+    ``class_ids`` are the bundle's classes (the rows each image has in the submission). With
+    ``options.masks_dir``, every image must have its own mask file name (``<stem>.png``), and a resumed run's
+    finished images must already have their masks there: they are not predicted again, so their masks could
+    not be written.
 
     Raises:
-        ValueError: ``batch_size`` < 1, or two images share a stem while ``masks_dir`` is given.
-        ResumeError: ``resume`` and the existing output belongs to another job, or its finished images have no
-            masks in ``masks_dir``.
+        ValueError: two images share a stem while ``options.masks_dir`` is given.
+        ResumeError: ``options.resume`` and the existing output belongs to another job, or its finished images
+            have no masks in ``options.masks_dir``.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}; allowed: an integer >= 1")
+    layout, batch_size, masks_dir = options.layout, options.batch_size, options.masks_dir
     folder, out_csv = Path(images_dir), Path(out_csv)
     image_ids = tuple(list_images(folder))
     if masks_dir is not None:
         check_unique_stems(image_ids)
-    state = read_resume_state(out_csv, layout, image_ids, class_ids) if resume else ResumeState()
+    state = read_resume_state(out_csv, layout, image_ids, class_ids) if options.resume else ResumeState()
     if masks_dir is not None and state.done:
         missing = missing_mask_outputs(masks_dir, state.done)
         if missing:
@@ -97,7 +107,7 @@ def plan_job(
         chunk = image_ids[start : start + batch_size]
         if any(n in todo for n in chunk):
             batches.append(tuple(n for n in chunk if n not in known_bad))
-    return FolderJob(folder, out_csv, image_ids, state, pending, tuple(batches))
+    return FolderJob(folder, out_csv, image_ids, state, pending, tuple(batches), options, tuple(class_ids))
 
 
 @dataclass

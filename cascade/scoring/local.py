@@ -8,8 +8,9 @@ committed in listing order (errors file, then submission, fsync'ed) as batches f
 interrupted run resumes, and the output is the same whatever the number of predictors.
 
 A run whose batches stop finishing (a deadlocked predictor thread) does not hang: after
-``stall_timeout_s`` without a finished batch it raises ``StalledError`` naming the images of the batches
-still running, with every thread's stack (``cascade.scoring.watchdog``); what was committed stays resumable.
+``ScoreOptions.stall_timeout_s`` without a finished batch it raises ``StalledError`` naming the images of the
+batches still running, with every thread's stack (``cascade.scoring.watchdog``); what was committed stays
+resumable.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cascade.constants import CLASS_IDS
-from cascade.formats import Layout
 from cascade.scoring.batch import Decoded, decode_file, run_batch
-from cascade.scoring.folder import errors_path
 from cascade.scoring.job import BatchResult, JobTally, plan_job
-from cascade.scoring.sink import OrderedSink
+from cascade.scoring.options import ScoreOptions
 from cascade.scoring.summary import ScoreProgress, ScoreSummary
-from cascade.scoring.watchdog import DEFAULT_STALL_TIMEOUT_S, StallWatchdog
+from cascade.scoring.watchdog import StallWatchdog
 
 if TYPE_CHECKING:  # the protocol only; cascade.predictor would load the runtimes
     from cascade.predictor import Predictor
@@ -48,17 +47,11 @@ def score_folder(
     out_csv: str | Path,
     predictor: Predictor | Sequence[Predictor],
     *,
-    batch_size: int = 4,
+    options: ScoreOptions = ScoreOptions(),
     workers: int = 2,
-    masks_dir: str | Path | None = None,
-    layout: Layout = Layout.IMAGE_CLASS,
-    mode: str = "cascade",
-    resume: bool = True,
+    prefetch_batches: int = 2,
     cancel: threading.Event | None = None,
     progress: Callable[[ScoreProgress], None] | None = None,
-    prefetch_batches: int = 2,
-    fsync: bool = True,
-    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
 ) -> ScoreSummary:
     """Score every image of a folder into a submission CSV, resuming an interrupted run.
 
@@ -68,29 +61,22 @@ def score_folder(
             unreadable images.
         predictor: a ``CascadePredictor`` (or anything with its ``predict``), or several (not thread-safe
             ones must be distinct objects): batches then run side by side, one thread per predictor.
-        batch_size: images per ``predict`` call; keep it when resuming (see ``cascade.scoring.job``).
+        options: batch size, layout, mode, masks, resume, fsync and stall timeout (``ScoreOptions``).
         workers: decoding threads.
-        masks_dir: also write mask PNGs and overlays there (see ``cascade.scoring.masks``).
-        layout: submission layout.
-        mode: predictor mode, ``"cascade"`` or ``"segment_all"``.
-        resume: continue an existing output of the same job (False: start afresh and replace it).
+        prefetch_batches: batches decoded ahead of those being predicted.
         cancel: when set, stop after the batches being predicted (the output stays resumable).
         progress: called once at the start (``done`` = images resumed) and after every committed batch.
-        prefetch_batches: batches decoded ahead of those being predicted.
-        fsync: fsync the outputs after every batch.
-        stall_timeout_s: seconds without any finished batch after which the run is declared stuck; None: wait
-            forever.
 
     Returns:
         The run's summary.
 
     Raises:
-        ResumeError: ``resume`` is True and the existing output belongs to another job.
+        ResumeError: ``options.resume`` is True and the existing output belongs to another job.
         NotADirectoryError: ``images_dir`` is not a folder.
-        StalledError: no batch finished for ``stall_timeout_s`` (its ``thread_dump`` shows where each thread
-            is); the stuck predictor threads are left behind, the output stays resumable.
+        StalledError: no batch finished for ``options.stall_timeout_s`` (its ``thread_dump`` shows where each
+            thread is); the stuck predictor threads are left behind, the output stays resumable.
     """
-    watchdog = StallWatchdog(stall_timeout_s, what="folder scoring")
+    watchdog = StallWatchdog(options.stall_timeout_s, what="folder scoring")
     predictors = list(predictor) if isinstance(predictor, Sequence) else [predictor]
     if not predictors or workers < 1 or prefetch_batches < 0:
         raise ValueError(
@@ -99,7 +85,7 @@ def score_folder(
         )
     manifest = getattr(predictors[0], "manifest", None)  # the bundle's classes decide the rows per image
     class_ids = tuple(manifest.class_ids) if manifest is not None else CLASS_IDS
-    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids, masks_dir)
+    job = plan_job(images_dir, out_csv, options, class_ids)
     if job.resumed:
         logger.info("%s: resuming, %d of %d images already finished", job.out_csv, job.resumed, len(job.image_ids))
     tally = JobTally(job, "local")
@@ -113,7 +99,7 @@ def score_folder(
         waited = time.perf_counter() - start
         model = free.get()
         try:
-            result = run_batch(model, decoded, mode=mode, masks_dir=masks_dir)
+            result = run_batch(model, decoded, mode=options.mode, masks_dir=options.masks_dir)
         finally:
             free.put(model)
         result.stages["decode_wait"] = waited
@@ -129,9 +115,7 @@ def score_folder(
         return [name for names, future in running if not future.done() for name in names]
 
     cancelled = False
-    sink = OrderedSink(
-        job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync, class_ids=class_ids
-    )
+    sink = job.open_sink()
     try:
         if progress is not None:
             progress(tally.progress(sink, []))

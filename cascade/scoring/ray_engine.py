@@ -9,10 +9,10 @@ failed job) and predict. The driver streams the results back and commits them th
 byte-identical to the local engine's, fsync'ed per batch and resumable.
 
 A stuck actor (a deadlocked runtime, a decoder blocked on a dead share) does not hang the driver: the
-result stream is read under a ``StallWatchdog`` (``stall_timeout_s``, as in the local engine), and when no
-batch result arrives for that long the run raises ``StalledError`` naming the images of the oldest batches
-still out (the driver cannot see inside the actors: ``ray stack`` on their node shows their stacks);
-what was committed stays resumable.
+result stream is read under a ``StallWatchdog`` (``ScoreOptions.stall_timeout_s``, as in the local engine),
+and when no batch result arrives for that long the run raises ``StalledError`` naming the images of the
+oldest batches still out (the driver cannot see inside the actors: ``ray stack`` on their node shows their
+stacks); what was committed stays resumable.
 
 ``read_binary_files`` is not used on purpose: it groups files into batches by block, so the predictor
 would see other batches than the local engine's, and batch composition can move a float a hair across a
@@ -34,13 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cascade.formats import Layout
 from cascade.scoring.batch import decode_file, run_batch
-from cascade.scoring.folder import errors_path
 from cascade.scoring.job import BatchResult, JobTally, plan_job
-from cascade.scoring.sink import OrderedSink
+from cascade.scoring.options import ScoreOptions
 from cascade.scoring.summary import ScoreProgress, ScoreSummary
-from cascade.scoring.watchdog import DEFAULT_STALL_TIMEOUT_S, StallWatchdog
+from cascade.scoring.watchdog import StallWatchdog
 
 if TYPE_CHECKING:  # the protocol only; cascade.predictor would load the runtimes
     from cascade.predictor import Predictor
@@ -117,22 +115,16 @@ def score_folder_ray(
     out_csv: str | Path,
     bundle: str | Path | None = None,
     *,
+    options: ScoreOptions = ScoreOptions(),
     address: str | None = None,
-    batch_size: int = 4,
     actors: int | tuple[int, int] = (1, 2),
     threads: int | None = 1,
     device: str = "cpu",
     runtime: str = "auto",
-    masks_dir: str | Path | None = None,
-    layout: Layout = Layout.IMAGE_CLASS,
-    mode: str = "cascade",
-    resume: bool = True,
+    init_kwargs: dict[str, Any] | None = None,
+    predictor_factory: Callable[[], Predictor] | None = None,
     cancel: threading.Event | None = None,
     progress: Callable[[ScoreProgress], None] | None = None,
-    fsync: bool = True,
-    init_kwargs: dict[str, Any] | None = None,
-    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
-    predictor_factory: Callable[[], Predictor] | None = None,
 ) -> ScoreSummary:
     """Score a folder on Ray (see ``score_folder`` for the output and resume contract, which is the same).
 
@@ -140,34 +132,28 @@ def score_folder_ray(
         images_dir: folder of images (shared by every node).
         out_csv: submission written by the driver.
         bundle: bundle path seen by the workers; None loads the embedded demo bundle on each worker.
+        options: batch size (the same batches as the local engine's), layout, mode, masks (written by the
+            actors), resume, fsync and stall timeout (``ScoreOptions``).
         address: Ray cluster address (``"auto"``, ``"ray://head:10001"``); None starts a local instance
             unless Ray is already initialised in this process.
-        batch_size: images per predictor call (the same batches as the local engine's).
         actors: actor pool size, fixed (``n``) or autoscaling (``(min, max)``).
         threads: torch threads (CPUs reserved) per actor.
         device: predictor device on the actors (``"cuda"`` reserves one GPU per actor).
         runtime: predictor runtime.
-        masks_dir: also write mask PNGs and overlays there (from the actors).
-        layout: submission layout.
-        mode: predictor mode.
-        resume: continue an existing output of the same job.
-        cancel: when set, stop after the next committed batch.
-        progress: called once at the start and after every committed batch.
-        fsync: fsync the outputs after every batch.
         init_kwargs: extra ``ray.init`` arguments when this call starts Ray.
-        stall_timeout_s: seconds without any batch result after which the run is declared stuck (the actors'
-            start-up counts: keep it well above it); None: wait forever.
         predictor_factory: builds the predictor on each actor instead of ``CascadePredictor.from_bundle``
             (pickled to the workers; ``bundle`` still gives the classes).
+        cancel: when set, stop after the next committed batch.
+        progress: called once at the start and after every committed batch.
 
     Raises:
         RayUnavailableError: Ray Data is not installed.
         ResumeError: the existing output belongs to another job.
-        StalledError: no batch result for ``stall_timeout_s``; the message names the images of the oldest
-            batches still out. The output stays resumable.
+        StalledError: no batch result for ``options.stall_timeout_s``; the message names the images of the
+            oldest batches still out. The output stays resumable.
     """
     watchdog = StallWatchdog(
-        stall_timeout_s,
+        options.stall_timeout_s,
         what="Ray folder scoring",
         advice="an actor is stuck; `ray stack` on its node shows the workers' stacks",
     )
@@ -178,14 +164,11 @@ def score_folder_ray(
     from cascade.embedded import resolve_bundle
 
     class_ids = read_manifest(resolve_bundle(bundle)).class_ids
-    job = plan_job(images_dir, out_csv, layout, batch_size, resume, class_ids, masks_dir)
+    job = plan_job(images_dir, out_csv, options, class_ids)
     ray = _import_ray() if job.batches else None
     tally = JobTally(job, "ray")
     cancelled = False
-    sink = OrderedSink(
-        job.out_csv, errors_path(job.out_csv), job.pending, layout, job.state, fsync=fsync, class_ids=class_ids
-    )
-    with sink:
+    with job.open_sink() as sink:
         if progress is not None:
             progress(tally.progress(sink, []))
         if ray is not None:
@@ -206,8 +189,8 @@ def score_folder_ray(
                     "device": device,
                     "runtime": runtime,
                     "threads": threads,
-                    "mode": mode,
-                    "masks_dir": None if masks_dir is None else str(Path(masks_dir).resolve()),
+                    "mode": options.mode,
+                    "masks_dir": None if options.masks_dir is None else str(options.masks_dir.resolve()),
                     "predictor_factory": predictor_factory,
                 },
                 batch_size=1,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import TypeVar
 
-__all__ = ["DEFAULT_STALL_TIMEOUT_S", "StallWatchdog", "StalledError", "dump_threads"]
+__all__ = ["DEFAULT_STALL_TIMEOUT_S", "StallWatchdog", "StalledError", "check_stall_timeout", "dump_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,19 @@ def dump_threads() -> str:
     return "\n".join(parts)
 
 
+def check_stall_timeout(timeout_s: float | None) -> float | None:
+    """``timeout_s`` as a float (None stays None: no timeout).
+
+    Raises:
+        ValueError: ``timeout_s`` is not None and not a positive number of seconds.
+    """
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
+    ):
+        raise ValueError(f"stall timeout must be a positive number of seconds or None (off), got {timeout_s!r}")
+    return None if timeout_s is None else float(timeout_s)
+
+
 class StallWatchdog:
     """Declares a run stuck when ``progress()`` has not been called for ``timeout_s``.
 
@@ -99,11 +112,7 @@ class StallWatchdog:
     """
 
     def __init__(self, timeout_s: float | None, *, what: str = "work", advice: str = _THREAD_ADVICE) -> None:
-        if timeout_s is not None and (
-            isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
-        ):
-            raise ValueError(f"stall timeout must be a positive number of seconds or None (off), got {timeout_s!r}")
-        self.timeout_s = None if timeout_s is None else float(timeout_s)
+        self.timeout_s = check_stall_timeout(timeout_s)
         self.what = what
         self.advice = advice
         self._last = time.monotonic()
