@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.loadgen import free_port, load_average, serving
+from bench.loadgen import free_port, load_average, peak_rss, serving
 
 __all__ = ["main"]
 
@@ -52,27 +52,12 @@ def _post(url: str, data: bytes, query: str = "") -> int:
 
 
 def _peak_mb(pid: int, run: Callable[[], object]) -> tuple[float, float]:
-    """RSS (MB) of ``pid`` before ``run()`` and its highest value while it runs (sampled every 5 ms)."""
+    """RSS (MB) of ``pid`` before ``run()`` and its highest value while it runs."""
     import psutil
 
-    process = psutil.Process(pid)
-    base = peak = process.memory_info().rss
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, process.memory_info().rss)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        run()
-    finally:
-        done.set()
-        sampler.join()
-    return base / 2**20, peak / 2**20
+    base = psutil.Process(pid).memory_info().rss / 2**20
+    peak, _ = peak_rss(pid, run)
+    return base, peak
 
 
 def main(argv: list[str] | None = None) -> int:

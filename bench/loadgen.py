@@ -14,22 +14,26 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "Sample",
     "free_port",
     "jpegs",
     "load_average",
+    "peak_rss",
     "request_bytes",
     "run_clients",
     "serving",
     "start_server",
     "wait_ready",
 ]
+
+T = TypeVar("T")
 
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *([0-9]+)")
 _RETRY_AFTER = re.compile(rb"(?i)\r\nretry-after: *([0-9]+)")
@@ -204,3 +208,29 @@ def load_average(before: tuple[float, float, float]) -> str:
         f"{', '.join(f'{x:.1f}' for x in now)} ({os.cpu_count()} cores; above the core count means other jobs "
         "competed for them)."
     )
+
+
+def peak_rss(pid: int, run: Callable[[], T]) -> tuple[float, T]:
+    """The highest RSS (MB) of process ``pid`` sampled every 5 ms while ``run()`` runs, and what it returned."""
+    import threading
+
+    import psutil
+
+    process = psutil.Process(pid)
+    peak = process.memory_info().rss
+    done = threading.Event()
+
+    def _sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=_sample, daemon=True)
+    sampler.start()
+    try:
+        result = run()
+    finally:
+        done.set()
+        sampler.join()
+    return peak / 2**20, result

@@ -16,7 +16,7 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.loadgen import serving
+from bench.loadgen import peak_rss, serving
 from tests.fixtures.service import encode_image, free_port, loader_for, make_settings
 
 CLOSED = 0
@@ -344,30 +344,6 @@ def _server_process(bundle: Path, state_dir: Path) -> Iterator[tuple[int, int]]:
         yield port, proc.pid
 
 
-def _peak_rss(pid: int, run: Callable[[], object]) -> tuple[float, object]:
-    """The highest RSS (MB) of ``pid`` sampled every 5 ms while ``run()`` runs, and what it returned."""
-    import psutil
-
-    process = psutil.Process(pid)
-    peak = process.memory_info().rss
-    done = threading.Event()
-
-    def _sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, process.memory_info().rss)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=_sample, daemon=True)
-    sampler.start()
-    try:
-        result = run()
-    finally:
-        done.set()
-        sampler.join()
-    return peak / 2**20, result
-
-
 @pytest.mark.slow
 def test_hostile_input_keeps_memory_bounded(tmp_path: Path, tiny_bundle_path: Path) -> None:
     import psutil
@@ -379,7 +355,7 @@ def test_hostile_input_keeps_memory_bounded(tmp_path: Path, tiny_bundle_path: Pa
         baseline = psutil.Process(pid).memory_info().rss / 2**20
         report = []
         for case in CASES:
-            peak, (status, text) = _peak_rss(pid, lambda case=case: send(port, case))
+            peak, (status, text) = peak_rss(pid, lambda case=case: send(port, case))
             after = psutil.Process(pid).memory_info().rss / 2**20
             report.append(f"{case.kind}: {status}, peak +{peak - baseline:.0f} MB, after +{after - baseline:.0f} MB")
             check(case, status, text)
