@@ -136,6 +136,27 @@ def test_cascade_evaluate_gallery(three_class_bundle_path: Path, mask_folder: La
     assert bad.exit_code == 2 and "error:" in bad.output
 
 
+def test_cascade_evaluate_skips_unlabelled_images_only_when_asked(
+    three_class_bundle_path: Path, mask_folder: LabelledSet, tmp_path: Path
+) -> None:
+    import shutil
+
+    from cascade.cli.main import app
+
+    root = tmp_path / "partial"
+    shutil.copytree(mask_folder.root, root)
+    (root / "masks" / "img5.png").unlink()
+    stopped = CliRunner().invoke(app, ["evaluate", str(three_class_bundle_path), "--data", str(root)])
+    assert stopped.exit_code == 2 and "image without a mask" in stopped.output and "--skip-unlabelled" in stopped.output
+    json_out = tmp_path / "e.json"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", str(three_class_bundle_path), "--data", str(root), "--skip-unlabelled", "--json", str(json_out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(json_out.read_text())["images"] == 5
+
+
 def test_evaluate_stage_draws_the_gallery_into_the_report(tiny_run: PipelineResult) -> None:
     gallery = tiny_run.run_dir / GALLERY_DIR
     summary = json.loads((gallery / "gallery.json").read_text())

@@ -177,6 +177,11 @@ def evaluate(
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Score at most N images, spread evenly over the set."
     ),
+    skip_unlabelled: bool = typer.Option(
+        False,
+        "--skip-unlabelled",
+        help="Mask folders: leave out images that have no mask instead of stopping (how many is printed).",
+    ),
     gallery: Path | None = typer.Option(
         None,
         "--gallery",
@@ -209,7 +214,7 @@ def evaluate(
     try:
         path = resolve_bundle(bundle)
         classes = read_manifest(path).class_set
-        labelled = open_labelled(data, classes=classes)
+        labelled = open_labelled(data, classes=classes, require_masks=not skip_unlabelled)
         if split is not None:
             labelled = labelled.split(split)
     except (BundleError, OSError, DataSourceError) as exc:

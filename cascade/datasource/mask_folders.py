@@ -54,7 +54,8 @@ def _open_masks(root: Path, kind: str, classes: _ClassesArg, mask_encoding: str,
     if missing and require_masks:
         raise DataSourceError(
             f"{images_dir / missing[0]}: image without a mask: expected {masks_dir / Path(missing[0]).stem}.png "
-            f"({len(missing)} of {len(all_ids)} images lack one); pass require_masks=False to leave them out"
+            f"({len(missing)} of {len(all_ids)} images lack one); pass require_masks=False "
+            "(cascade evaluate: --skip-unlabelled) to leave them out"
         )
     if missing:
         logger.warning(
