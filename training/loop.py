@@ -4,7 +4,7 @@ early stopping, checkpoints (save and exact resume) and metrics (CSV, TensorBoar
 Progress: one bar per ``fit`` call (a classifier fold, a refit, a segmenter), over all its epochs' batches,
 its postfix the epoch, the running loss and the last validated score; the epoch log lines are written above
 the bar (``tqdm.contrib.logging``) instead of through it. ``progress=`` hands the bar's updates to another
-drawer (e.g. the parent of parallel fold processes, ``training.train_classifier``).
+drawer (e.g. the parent of parallel fold or class processes, ``training.parallel``).
 
 Checkpoints are ``torch.save`` of plain state dicts and are read back with ``weights_only=True``:
 ``last.pt`` (model, optimizer, scheduler, grad scaler, epoch, early-stopping state, RNG states) after every

@@ -15,11 +15,11 @@ checkpoints. The shipped classifier (``classifier/final/classifier.pt``) is, by 
 - ``fold``: the model of fold ``data.tune_fold`` as it is (cheaper; sees ``(K-1)/K`` of the data).
 
 With ``classifier.parallel_folds > 1`` on CPU (no torchrun), that many folds train at once in spawned
-processes sharing the threads; each writes its ``fold<k>/done.json`` as a sequential run does.
+processes sharing the threads (``training.parallel``); each writes its ``fold<k>/done.json`` as a sequential run
+does.
 
-Progress: one bar per fold (and one for the refit), over all its epochs. Folds training in parallel
-processes draw nothing themselves: their bar updates and log records go to the parent through a queue, and
-the parent draws one bar over them all, each fold's epoch in its postfix, with the log lines above it.
+Progress: one bar per fold (and one for the refit), over all its epochs; folds training in parallel processes
+share one bar, drawn by the parent (``training.parallel``).
 
 Run on its own: ``cascade train --config configs/demo-cpu.yaml --stage classifier [--out RUN_DIR]``;
 under ``torchrun`` each fold trains with DDP.
@@ -28,39 +28,32 @@ under ``torchrun`` each fold trains with DDP.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
-import logging.handlers
-import multiprocessing
-import queue
 import shutil
-import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from training.augment_copy_paste import DonorPool, uses_copy_paste
-from training.config import PipelineConfig
 from training.data import ClassifierDataset, build_augmentations, make_train_loader
 from training.deep_supervision import MaskSupervisedClassifier, MaskSupervisedLoss, unwrap_classifier
-from training.distributed import DistContext, barrier
+from training.distributed import barrier
 from training.inference import classifier_metrics, predict_probabilities
 from training.loop import ProgressFactory, fit
 from training.oof import OofTable, write_oof
+from training.parallel import JobKind, parallel_workers, train_in_processes
 from training.paths import CLASSIFIER_FILE
-from training.workspace import Workspace, build_classifier, open_workspace, seed_everything
+from training.workspace import Workspace, build_classifier, seed_everything
 
 __all__ = ["run", "train_fold"]
 
 logger = logging.getLogger(__name__)
+
+_FOLDS = JobKind(stage="classifier", noun="fold", plural="folds", setting="classifier.parallel_folds")
 
 
 def _datasets(ws: Workspace, train_ids: list[str], val_ids: list[str], seed: int) -> tuple[ClassifierDataset, ...]:
@@ -139,117 +132,10 @@ def _write_fold_done(path: Path, best_epoch: int, val_ids: Sequence[str], probab
     )
 
 
-_POST_EVERY_S = 0.5
-"""A fold process posts its bar's state at most this often (and at every epoch's end)."""
-
-
-class _FoldBar:
-    """A fold process's progress bar (``fit``'s ``progress``), drawn by the parent: it posts
-    ``("progress", fold, n, total, postfix)`` to the parent's queue."""
-
-    def __init__(self, events: Any, fold: int, total: int, initial: int = 0, desc: str = "") -> None:
-        self.events, self.fold, self.total, self.n, self.postfix = events, fold, total, initial, ""
-        self._posted = 0.0
-        self.refresh()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if time.monotonic() - self._posted >= _POST_EVERY_S:
-            self.refresh()
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        self.postfix = text
-        if refresh:
-            self.refresh()
-
-    def refresh(self) -> None:
-        self._posted = time.monotonic()
-        self.events.put(("progress", self.fold, self.n, self.total, self.postfix))
-
-    def close(self) -> None:
-        self.refresh()
-
-
-def _fold_process(config: PipelineConfig, run_dir: str, fold: int, resume: bool, events: Any) -> None:
-    """Body of a fold-training process (``classifier.parallel_folds``): train one fold, write its done.json.
-
-    Its log records and progress go to ``events`` (the parent's queue); it writes nothing to the terminal.
-    """
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(events)]
-    root.setLevel(logging.INFO)
-    ws = open_workspace(config, run_dir, DistContext(), write_folds=False)
-    bar = functools.partial(_FoldBar, events, fold)
-    best_epoch, probabilities = train_fold(ws, fold, resume=resume, progress=bar)
-    done = ws.paths.classifier_fold_done(fold)
-    _write_fold_done(done, best_epoch, ws.folds[fold][1], probabilities)
-
-
-def _parallel_workers(ws: Workspace, pending: int) -> int:
-    """How many fold processes to run: ``classifier.parallel_folds``, on CPU single-process runs only."""
-    wanted = min(ws.config.classifier.parallel_folds, pending)
-    if wanted > 1 and (ws.ctx.distributed or ws.ctx.device.type != "cpu"):
-        logger.info("classifier.parallel_folds applies to CPU runs without torchrun; training folds one by one")
-        return 1
-    return max(1, wanted)
-
-
-def _train_folds_in_processes(ws: Workspace, folds: list[int], workers: int, resume: bool) -> None:
-    """Train ``folds`` in ``workers`` spawned processes, the threads split evenly between them."""
-    threads = max(1, (ws.config.threads or torch.get_num_threads()) // workers)
-    config = dataclasses.replace(ws.config, threads=threads)
-    logger.info("training classifier folds %s in %d processes x %d thread(s)", folds, workers, threads)
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, logging_redirect_tqdm():
-        events = manager.Queue()
-        bar = _FoldsBar(folds)
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = [pool.submit(_fold_process, config, str(ws.run_dir), k, resume, events) for k in folds]
-                while not all(future.done() for future in futures):
-                    _show_events(events, bar, wait=0.2)
-                _show_events(events, bar)  # what the folds posted last
-                for future in futures:
-                    future.result()  # re-raises a fold's error here
-        finally:
-            bar.close()
-
-
-class _FoldsBar:
-    """The parent's one bar over folds training in parallel: their batches summed, each fold's epoch in the
-    postfix (one line, so it stays clean in a terminal and in a log file alike)."""
-
-    def __init__(self, folds: list[int]) -> None:
-        self.state: dict[int, tuple[int, int, str]] = {}  # fold -> (n, total, postfix) as last posted
-        self.folds = folds
-        names = ", ".join(str(k) for k in folds)
-        self.bar = tqdm(desc=f"classifier folds {names}", leave=True, dynamic_ncols=True, unit="batch")
-
-    def show(self, fold: int, n: int, total: int, postfix: str) -> None:
-        self.state[fold] = (n, total, postfix)
-        per_fold = max(t for _, t, _ in self.state.values())  # folds not started yet: as large as the largest
-        self.bar.total = sum(t for _, t, _ in self.state.values()) + per_fold * (len(self.folds) - len(self.state))
-        self.bar.n = sum(done for done, _, _ in self.state.values())
-        epochs = (f"fold {k} {self.state[k][2].split(',')[0]}" for k in self.folds if k in self.state)
-        self.bar.set_postfix_str(" · ".join(epochs), refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _show_events(events: Any, bar: _FoldsBar, wait: float = 0.0) -> None:
-    """Draw what fold processes posted: bar states onto ``bar``, log records through this process's logging."""
-    while True:
-        try:
-            event = events.get(timeout=wait) if wait else events.get_nowait()
-        except queue.Empty:
-            return
-        wait = 0.0
-        if isinstance(event, logging.LogRecord):
-            logging.getLogger(event.name).handle(event)
-        else:
-            bar.show(*event[1:])
+def _train_fold_job(ws: Workspace, fold: int, resume: bool, progress: ProgressFactory) -> None:
+    """A fold's job in its own process (``classifier.parallel_folds``): train the fold, write its done.json."""
+    best_epoch, probabilities = train_fold(ws, fold, resume=resume, progress=progress)
+    _write_fold_done(ws.paths.classifier_fold_done(fold), best_epoch, ws.folds[fold][1], probabilities)
 
 
 def _refit(ws: Workspace, epochs: int, resume: bool) -> None:
@@ -283,10 +169,10 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     folds = np.full(n, -1, dtype=np.int64)
     best_epochs: list[int] = []
     pending = [k for k in range(len(ws.folds)) if not (resume and paths.classifier_fold_done(k).is_file())]
-    workers = _parallel_workers(ws, len(pending))
+    workers = parallel_workers(ws, _FOLDS, config.classifier.parallel_folds, len(pending))
     in_processes = set(pending) if workers > 1 else set()
     if in_processes:
-        _train_folds_in_processes(ws, pending, workers, resume)
+        train_in_processes(ws, _FOLDS, _train_fold_job, pending, workers, resume)
     else:
         ws.store.preload(ws.image_ids, show_progress=ws.ctx.is_main)
     for k, (_, val_ids) in enumerate(ws.folds):
