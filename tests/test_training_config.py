@@ -59,6 +59,9 @@ def test_unknown_key_names_it_and_lists_the_allowed(tmp_path: Path) -> None:
         ({"data": {"n_folds": 3, "tune_fold": 3}}, "tune_fold"),
         ({"input": {"scale": 1.5}}, "scale"),
         ({"package": {"tta": ["rot90"]}}, "rot90"),
+        ({"classifier": {"parallel_folds": 0}}, r"classifier\.parallel_folds=0 must be >= 1"),
+        ({"segmenter": {"parallel_classes": 0}}, r"segmenter\.parallel_classes=0 must be >= 1"),
+        ({"segmenter": {"parallel_classes": -2}}, r"segmenter\.parallel_classes=-2 must be >= 1"),
     ],
 )
 def test_bad_values_raise(tmp_path: Path, data: dict, message: str) -> None:

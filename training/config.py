@@ -251,6 +251,9 @@ class SegmenterConfig:
         class_epochs: epochs for particular classes (class id -> epochs); the others use ``train.epochs``.
         class_kwargs: smp keyword arguments for particular classes (class id -> dict), merged over ``kwargs``,
             e.g. wider decoders only for the class that needs them.
+        parallel_classes: on CPU without torchrun, train this many classes' segmenters at once, each in its own
+            process with an equal share of the threads (1 each on 2 threads), the longest (epochs x samples)
+            first, with the same seeds as one after another. 1 trains them one after another.
         train: training settings.
     """
 
@@ -264,6 +267,7 @@ class SegmenterConfig:
     class_ids: tuple[int, ...] = ()
     class_epochs: dict[int, int] = field(default_factory=dict)
     class_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    parallel_classes: int = 1
     train: TrainConfig = TrainConfig()
 
     def kwargs_for(self, class_id: int) -> dict[str, Any]:

@@ -133,8 +133,12 @@ def _validate(config: PipelineConfig) -> None:
         raise ValueError(f"tune.tolerance={config.tune.tolerance} must be in [0, 1)")
     _check_tune(config.tune)
     _check_ensemble(config)
-    if config.classifier.parallel_folds < 1:
-        raise ValueError(f"classifier.parallel_folds={config.classifier.parallel_folds} must be >= 1")
+    for key, processes in (
+        ("classifier.parallel_folds", config.classifier.parallel_folds),
+        ("segmenter.parallel_classes", config.segmenter.parallel_classes),
+    ):
+        if processes < 1:
+            raise ValueError(f"{key}={processes} must be >= 1")
     if config.data.n_folds < 2:
         raise ValueError(f"data.n_folds={config.data.n_folds} must be >= 2")
     if not 0 <= config.data.tune_fold < config.data.n_folds:
