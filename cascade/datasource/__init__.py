@@ -41,6 +41,9 @@ differ, unknown values, images without masks and masks without images, split lin
 unreadable files, an empty set. With ``require_masks=False`` images without a mask are **left out** of the
 set (a warning gives the count); this never applies to kaggle-csv, where a missing row means a clean image.
 Images are checked by header only (format and size); their pixels are decoded when used.
+
+``write_mosaics`` (``cascade mosaic``) tiles any such set into training images of another size and class set
+(e.g. NEU-Seg's 200x200 tiles into Severstal's 256x1600), written as a Kaggle-CSV set or appended to one.
 """
 
 from __future__ import annotations
@@ -59,22 +62,40 @@ from cascade.datasource.labelled import (
     detect_kind,
 )
 from cascade.datasource.mask_png import read_mask_png
+from cascade.datasource.mosaic import (
+    DEFAULT_FADE,
+    ORIENTATIONS,
+    MosaicOptions,
+    MosaicSet,
+    TilePlacement,
+    parse_size,
+    resolve_class_map,
+    write_mosaics,
+)
 from cascade.datasource.reading import open_labelled
 from cascade.datasource.writer import write_mask_folder
 
 __all__ = [
     "DATA_KINDS",
     "DEFAULT_ANNOTATIONS",
+    "DEFAULT_FADE",
     "KAGGLE_IMAGE_DIRS",
     "LABELMAP_NAME",
     "MASK_ENCODINGS",
     "MASK_FOLDER_DIRS",
+    "ORIENTATIONS",
     "VOC_DIRS",
     "VOID_VALUE",
     "DataSourceError",
     "LabelledSet",
+    "MosaicOptions",
+    "MosaicSet",
+    "TilePlacement",
     "detect_kind",
     "open_labelled",
+    "parse_size",
     "read_mask_png",
+    "resolve_class_map",
     "write_mask_folder",
+    "write_mosaics",
 ]
