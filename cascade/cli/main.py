@@ -20,6 +20,7 @@ from cascade.cli import bundle as _bundle
 from cascade.cli import common as _common
 from cascade.cli import data as _data
 from cascade.cli import export as _export
+from cascade.cli import mosaic as _mosaic
 from cascade.cli import predict as _predict
 from cascade.cli import synth as _synth
 
@@ -86,7 +87,7 @@ def register_plugins(target: typer.Typer, group: str = COMMANDS_GROUP) -> list[s
     return names
 
 
-for _module in (_synth, _data, _bundle, _export, _predict):
+for _module in (_synth, _mosaic, _data, _bundle, _export, _predict):
     _module.register(app)
 register_plugins(app)  # serve (service.cli), train (training.cli)
 _common.apply_help_style(app)  # flags without '<bool>', arguments as NAME
