@@ -41,6 +41,7 @@ from cascade.datasource.mosaic_tiles import (
     seams,
 )
 from cascade.rle import encode_stack
+from cascade.synth.config import SynthConfig
 from cascade.synth.generator import encode_jpeg
 
 __all__ = [
@@ -87,7 +88,7 @@ class MosaicOptions:
     fade: int = DEFAULT_FADE
     orient: str = "vertical"
     seed: int = 0
-    jpeg_quality: int = 92
+    jpeg_quality: int = SynthConfig.jpeg_quality
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_map", tuple(self.class_map))
