@@ -37,6 +37,7 @@ BENCHMARKS: tuple[str, ...] = (
     "soak",
     "shapes",
     "coldstart",
+    "recipe_time",
 )
 """Benchmark names in the order they run and appear in BENCHMARKS.md."""
 
