@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 from training.config import OptimizerConfig, SchedulerConfig, TrainConfig
 from training.data import make_train_loader
 from training.distributed import DistContext
-from training.loop import fit, load_checkpoint
+import training.loop as loop
+from training.loop import fit, load_checkpoint, use_cpu_bf16
 from training.optim import create_optimizer, create_scheduler
 
 
@@ -151,3 +152,20 @@ def test_keep_last_returns_the_last_epoch(tmp_path: Path) -> None:
     for key, value in last.items():
         torch.testing.assert_close(model.state_dict()[key], value)
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 3
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_only_where_the_cpu_has_native_bf16(
+    native: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Emulated bf16 is ~8x slower than float32: without AMX / AVX512-BF16 the recipe's cpu_bf16 trains fp32."""
+    monkeypatch.setattr(loop, "cpu_supports_bf16", lambda: native)
+    loop._warn_no_bf16.cache_clear()
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="training.loop"):
+        assert use_cpu_bf16(TrainConfig(cpu_bf16=True), cpu) is native
+        assert use_cpu_bf16(TrainConfig(cpu_bf16=True), cpu) is native
+    warnings = [r for r in caplog.records if "no native bf16" in r.getMessage()]
+    assert len(warnings) == (0 if native else 1)  # said once, not per epoch
+    assert use_cpu_bf16(TrainConfig(cpu_bf16=False), cpu) is False
+    assert use_cpu_bf16(TrainConfig(cpu_bf16=True), torch.device("meta")) is False

@@ -137,7 +137,8 @@ class TrainConfig:
         optimizer: optimizer settings.
         scheduler: learning-rate schedule.
         amp: mixed precision on CUDA (``torch.autocast`` float16 + ``GradScaler``); ignored on CPU.
-        cpu_bf16: bfloat16 autocast on CPU (fast on AMX / AVX512-BF16 machines; no gradient scaling needed).
+        cpu_bf16: bfloat16 autocast on CPU where it has native bf16 (AMX / AVX512-BF16: ~2x faster; no gradient
+            scaling needed); ignored, with a warning, on CPUs without it (emulated bf16 is ~8x slower than fp32).
         channels_last: train in channels-last memory format (faster convolutions with AMP/bf16).
         grad_clip: clip the gradient norm to this value (0 disables).
         patience: early stopping after this many validations without a better score (0 disables).
