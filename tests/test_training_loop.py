@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+import training.loop as loop
 from training.config import OptimizerConfig, SchedulerConfig, TrainConfig
 from training.data import make_train_loader
 from training.distributed import DistContext
-import training.loop as loop
 from training.loop import fit, load_checkpoint, use_cpu_bf16
 from training.optim import create_optimizer, create_scheduler
 

@@ -4,6 +4,10 @@ is tested through the stages (``test_training_segmenter.py``, ``test_training_pi
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +15,8 @@ import torch
 
 from training.distributed import DistContext
 from training.parallel import JobKind, parallel_workers
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _KIND = JobKind(stage="segmenter", noun="class", plural="classes", setting="segmenter.parallel_classes")
 
@@ -40,3 +46,47 @@ def test_torchrun_and_cuda_train_one_by_one(ctx: DistContext, caplog: pytest.Log
 def test_job_names() -> None:
     assert _KIND.names([3, 1, 2]) == "segmenter classes 3, 1, 2"
     assert _KIND.names([3]) == "segmenter class 3"
+
+
+_ORPHAN_PARENT = """
+import os, sys, time, multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from training.parallel import die_with_parent
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
+                               initargs=(os.getpid(),))
+    child = pool.submit(os.getpid).result(timeout=60)
+    print(child, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_job_processes_end_when_the_training_process_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to `cascade train` used to leave its fold/class processes training on for tens of minutes."""
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the job process outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        parent.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, killed and not yet reaped by init, counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

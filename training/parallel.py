@@ -13,12 +13,16 @@ queue, and the parent draws one bar over all the jobs, each job's epoch in its p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import logging.handlers
 import multiprocessing
+import os
 import queue
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -35,7 +39,7 @@ from training.distributed import DistContext
 from training.loop import ProgressFactory
 from training.workspace import Workspace, open_workspace
 
-__all__ = ["Job", "JobKind", "parallel_workers", "train_in_processes"]
+__all__ = ["Job", "JobKind", "die_with_parent", "parallel_workers", "train_in_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +95,9 @@ def train_in_processes(ws: Workspace, kind: JobKind, job: Job, keys: Sequence[in
         events = manager.Queue()
         bar = _JobsBar(kind, keys)
         try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 futures = {k: pool.submit(_job_process, job, config, str(ws.run_dir), k, resume, events) for k in keys}
                 while not all(future.done() for future in futures.values()):
                     _show_events(events, bar, wait=0.2)
@@ -101,6 +107,22 @@ def train_in_processes(ws: Workspace, kind: JobKind, job: Job, keys: Sequence[in
     failed = {k: err for k, future in futures.items() if (err := future.exception()) is not None}
     if failed:
         raise RuntimeError(_failure_message(kind, keys, failed)) from next(iter(failed.values()))
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool initializer: end this job process when the process that started it dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Without it, killing ``cascade train`` (SIGTERM or SIGKILL to its pid) left its fold or class processes
+    training on for tens of minutes, holding the cores and writing into the run folder a resume would then use.
+    Elsewhere (no ``prctl``) the processes still end with the terminal's Ctrl-C, which reaches the whole group.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _failure_message(kind: JobKind, keys: list[int], failed: dict[int, BaseException]) -> str:
