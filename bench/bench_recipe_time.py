@@ -25,6 +25,7 @@ Writes ``bench/results/recipe_time.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -172,7 +173,7 @@ def render(runs: list[StageRun], quality: dict[str, Any], meta: dict[str, Any]) 
     lines = [
         f"## Recipe training time (`{meta['config']}`)",
         "",
-        f"`{meta['command']}`, started {meta['started']} UTC, {meta['cpus']} CPUs, "
+        f"`{meta['command']}`, started {meta['started']} UTC, {meta['cpus']}, "
         f"CPU lock {'held' if meta['locked'] else 'NOT held'}; data: {meta['data_note']}. Each stage is its own "
         "`cascade train --stage` process; *wall* is measured around it (Python and torch start-up and opening the "
         "run's data included), *recorded* is what the pipeline logged for the stage itself (the bundle's "
@@ -258,6 +259,19 @@ def _verdict(parallel: float, sequential: float, contended: bool, quick: bool) -
         + (" - but the cores were contended (warnings above), so measure again on a quiet machine.**" if contended
            else " on a quiet machine.**")
     )  # fmt: skip
+
+
+def _cpus() -> str:
+    """``2 CPUs (AMD EPYC; native bf16: no)``: training speed depends on bf16 support (``cpu_bf16`` falls back to
+    float32 without it, several times slower than bf16 on AMX)."""
+    from cascade.runtimes import cpu_supports_bf16
+
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        model = next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")), model)  # fmt: skip
+    return f"{os.cpu_count()} CPUs ({model}; native bf16: {'yes' if cpu_supports_bf16() else 'no'})"
 
 
 # --- running the stages ------------------------------------------------------------------------------------------
@@ -365,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     order = "; ".join(f"round {r}: {' then '.join(f'parallel_classes {a}' for a in o)}"
                       for r, o in enumerate(arm_order(args.rounds), start=1))  # fmt: skip
     meta = {"config": args.config.name, "command": shlex.join(["python", "-m", "bench.bench_recipe_time", *given]),
-            "started": started, "cpus": os.cpu_count(), "locked": locked, "data_note": data_note,
+            "started": started, "cpus": _cpus(), "locked": locked, "data_note": data_note,
             "quick": args.quick, "order": order, "settle": args.settle}  # fmt: skip
     text = render(runs, quality, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)

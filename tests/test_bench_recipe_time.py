@@ -60,7 +60,7 @@ def _quality() -> dict:
 
 def _meta(**kw) -> dict:
     meta = {"config": "demo-cpu.yaml", "command": "python -m bench.bench_recipe_time", "started": "2026-01-01 00:00",
-            "cpus": 2, "locked": True, "data_note": "`data/demo`", "quick": False,
+            "cpus": "2 CPUs (AMD EPYC; native bf16: no)", "locked": True, "data_note": "`data/demo`", "quick": False,
             "order": "round 1: parallel_classes 1 then parallel_classes 2", "settle": 150.0}  # fmt: skip
     return {**meta, **kw}
 
