@@ -257,7 +257,7 @@ def _verdict(parallel: float, sequential: float, contended: bool, quick: bool) -
         f"**Verdict: {parallel / 60:.1f} min end to end with parallel_classes 2 ({sequential / 60:.1f} with 1): "
         f"{'meets' if met else 'misses'} the <= {GOAL_MINUTES:.0f} min goal of issue 10"
         + (" - but the cores were contended (warnings above), so measure again on a quiet machine.**" if contended
-           else " on a quiet machine.**")
+           else " on a quiet machine with this CPU (above).**")
     )  # fmt: skip
 
 

@@ -51,16 +51,22 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    from cascade.runtimes import cpu_supports_bf16
+
+    bf16 = "yes" if cpu_supports_bf16() else "no"
+    python = f"Python {platform.python_version()}, {platform.system()}"
+    return f"{cpu}, {os.cpu_count()} cores, native bf16: {bf16}, {python}"
 
 
 def assemble(out: Path = ROOT / "BENCHMARKS.md") -> Path:
     """Join ``bench/results/*.md`` into ``out`` in the order of ``BENCHMARKS``."""
     parts = [
         "# Benchmarks\n",
-        f"Machine: {_machine()}. Assembled {date.today().isoformat()} by `make bench` "
-        "(`python -m bench.run_all`); each section is rewritten by its own `bench/bench_<name>.py`, "
-        "with ratios measured side by side in one run.\n",
+        f"Assembled {date.today().isoformat()} on {_machine()}, by `make bench` (`python -m bench.run_all`). "
+        "Each section is rewritten by its own `bench/bench_<name>.py` when that bench runs, with ratios measured "
+        "side by side in one run, possibly on another 2-core machine: CPU models differ between them, and with "
+        "them native bf16 (AMX / AVX512-BF16), which makes training and bf16 inference several times faster; "
+        "the predictor and recipe-time sections name the CPU they ran on.\n",
     ]
     names = [n for n in BENCHMARKS if (RESULTS / f"{n}.md").is_file()]
     names += sorted(p.stem for p in RESULTS.glob("*.md") if p.stem not in BENCHMARKS)

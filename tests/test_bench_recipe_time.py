@@ -134,6 +134,7 @@ def test_render_flags_contention_quick_and_a_quality_gap() -> None:
     assert "**not the same**" in text
     assert "meets the <= 20 min goal of issue 10 - but the cores were contended" in text  # parallel arm: 6.1 min
     late = [*_runs()[:3], _run("segmenter", 2, 1100.0, rnd=1), *_runs()[4:]]
-    assert "misses the <= 20 min goal of issue 10 on a quiet machine" in render(late, _quality(), _meta())
+    text = render(late, _quality(), _meta())
+    assert "misses the <= 20 min goal of issue 10 on a quiet machine with this CPU (above)" in text
     text = render(_runs(), _quality(), _meta(quick=True))
     assert "NOT the recipe" in text and "Verdict: none" in text
