@@ -25,7 +25,6 @@ Writes ``bench/results/recipe_time.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -264,14 +263,10 @@ def _verdict(parallel: float, sequential: float, contended: bool, quick: bool) -
 def _cpus() -> str:
     """``2 CPUs (AMD EPYC; native bf16: no)``: training speed depends on bf16 support (``cpu_bf16`` falls back to
     float32 without it, several times slower than bf16 on AMX)."""
-    from cascade.runtimes import cpu_supports_bf16
+    from cascade.runtimes import cpu_model, cpu_supports_bf16
 
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        model = next(
-            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")), model)  # fmt: skip
-    return f"{os.cpu_count()} CPUs ({model}; native bf16: {'yes' if cpu_supports_bf16() else 'no'})"
+    bf16 = "yes" if cpu_supports_bf16() else "no"
+    return f"{os.cpu_count()} CPUs ({cpu_model() or 'unknown CPU'}; native bf16: {bf16})"
 
 
 # --- running the stages ------------------------------------------------------------------------------------------

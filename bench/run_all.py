@@ -43,19 +43,11 @@ BENCHMARKS: tuple[str, ...] = (
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from cascade.runtimes import cpu_supports_bf16
+    from cascade.runtimes import cpu_model, cpu_supports_bf16
 
     bf16 = "yes" if cpu_supports_bf16() else "no"
     python = f"Python {platform.python_version()}, {platform.system()}"
-    return f"{cpu}, {os.cpu_count()} cores, native bf16: {bf16}, {python}"
+    return f"{cpu_model() or 'unknown CPU'}, {os.cpu_count()} cores, native bf16: {bf16}, {python}"
 
 
 def assemble(out: Path = ROOT / "BENCHMARKS.md") -> Path:

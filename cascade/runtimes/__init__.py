@@ -6,7 +6,7 @@ run and keeps the fastest that passes parity against torch fp32 (``runtime="auto
 
 from __future__ import annotations
 
-from cascade.runtimes.base import PRECISIONS, Runtime, cpu_supports_bf16, resolve_device, resolve_threads
+from cascade.runtimes.base import PRECISIONS, Runtime, cpu_model, cpu_supports_bf16, resolve_device, resolve_threads
 from cascade.runtimes.factory import RUNTIME_NAMES, available_runtimes, create_runtime
 from cascade.runtimes.parity import MIN_MASK_AGREEMENT, PARITY_TOLERANCE, Outputs, Parity, compare, run_outputs
 from cascade.runtimes.select import RuntimeReport, RuntimeTrial, machine_key, probe_batch, select_runtime
@@ -23,6 +23,7 @@ __all__ = [
     "RuntimeTrial",
     "available_runtimes",
     "compare",
+    "cpu_model",
     "cpu_supports_bf16",
     "create_runtime",
     "machine_key",

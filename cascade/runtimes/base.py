@@ -28,6 +28,7 @@ __all__ = [
     "PRECISIONS",
     "EngineRuntime",
     "Runtime",
+    "cpu_model",
     "cpu_supports_bf16",
     "cuda_available",
     "resolve_device",
@@ -132,15 +133,24 @@ def resolve_threads(threads: int | None) -> int:
     return threads
 
 
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first ``/proc/cpuinfo`` line starting with one of ``keys``; None without it (or the file)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(keys):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``), e.g. ``"AMD EPYC"``; None where the system does not say."""
+    return _cpuinfo("model name")
+
+
 @functools.cache
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX on x86, BF16 on Arm)."""
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags.update(line.split(":", 1)[1].split())
-                break
+    flags = set((_cpuinfo("flags", "Features") or "").split())
     if any(flag in flags for flag in _BF16_CPU_FLAGS):
         return True
     if platform.machine() in ("aarch64", "arm64") and "bf16" in flags:

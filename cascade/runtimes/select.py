@@ -29,7 +29,7 @@ from cascade.bundle import LoadedBundle
 from cascade.constants import IMAGE_SHAPE
 from cascade.manifest import BundleManifest
 from cascade.preprocess import plan_inputs
-from cascade.runtimes.base import Runtime, cpu_supports_bf16, resolve_threads
+from cascade.runtimes.base import Runtime, cpu_model, cpu_supports_bf16, resolve_threads
 from cascade.runtimes.factory import available_runtimes, create_runtime
 from cascade.runtimes.parity import Outputs, Parity, compare, run_outputs
 
@@ -134,12 +134,7 @@ def machine_key(device: str, threads: int) -> dict[str, Any]:
     """What a cached runtime decision depends on besides the bundle."""
     import torch
 
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model() or platform.processor()
     versions = {}
     for module in ("onnxruntime", "openvino"):
         with contextlib.suppress(ImportError):
