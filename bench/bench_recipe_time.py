@@ -18,7 +18,9 @@ the two arms' segmenters (not counted in the totals). Each stage is timed by wal
 the 1-minute load average to fall to 0.5 (the previous stage's own load decays slowly), then records the load
 averages before and after; a stage that starts above 0.5 gets a loud warning in the results, since numbers taken
 while other jobs share the cores (like the 40.7 min once recorded) say nothing about the recipe.
-If the data folder is missing it is generated with the ``cascade synth`` command of the recipe's header.
+The parallel_classes 2 bundle is also scored on the real Severstal images in ``../shared/severstal-real`` (when
+present) next to all-empty. If the data folder is missing it is generated with the ``cascade synth`` command of
+the recipe's header.
 Writes ``bench/results/recipe_time.md``.
 """
 
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.bench_real import SHARED
 from bench.cpu_lock import lock_held
 
 __all__ = ["StageRun", "arm_order", "arm_overrides", "load_warnings", "main", "render", "synth_command", "totals"]
@@ -59,6 +62,8 @@ QUICK_OVERRIDES = (
     "evaluate.synth_n=40",
 )
 """``--quick``: a smoke run of the pipeline, not the recipe."""
+REAL_IMAGES = SHARED / "severstal-real"
+"""The real Severstal images with masks (evaluation only), as ``bench_real`` scores them."""
 TOTAL_STAGES = ("classifier", "hard_negatives", "segmenter", "tune", "package", "evaluate")
 
 
@@ -159,7 +164,8 @@ def render(runs: list[StageRun], quality: dict[str, Any], meta: dict[str, Any]) 
 
     Args:
         runs: the stage processes in the order they ran.
-        quality: ``segmenter_dice`` and ``validation`` per arm (keys 1 and 2), ``heldout`` of the shipped arm.
+        quality: ``segmenter_dice`` and ``validation`` per arm (keys 1 and 2), ``heldout`` and ``real`` (None:
+            no real images) of the shipped arm.
         meta: ``config``, ``command``, ``started``, ``cpus``, ``locked``, ``data_note``, ``quick``, ``order``,
             ``settle``.
     """
@@ -245,7 +251,41 @@ def _quality_lines(quality: dict[str, Any]) -> list[str]:
             if heldout
             else ""
         ),
+        "",
+        _real_line(quality.get("real")),
     ]
+
+
+def _real_line(real: dict[str, Any] | None) -> str:
+    """The parallel_classes 2 bundle on the real Severstal images next to all-empty (synthetic numbers alone say
+    nothing about real steel), or why it is missing."""
+    if real is None:
+        return f"Real Severstal images: not scored ({REAL_IMAGES} is absent)."
+    verdict = "above" if real["dice_cascade"] > real["dice_empty"] else "not above"
+    return (
+        f"Real Severstal images (parallel_classes 2 bundle, {real['images']} images with complete masks, never "
+        f"trained on): cascade {real['dice_cascade']:.4f}, all-empty {real['dice_empty']:.4f}, segment_all "
+        f"{real['dice_segment_all']:.4f}: **{verdict} predicting nothing**."
+    )
+
+
+def _real_quality(bundle: Path, config: Any) -> dict[str, Any] | None:
+    """Score ``bundle`` on the real Severstal images with masks (``bench_real``'s set), on the recipe's tune grid."""
+    if not REAL_IMAGES.is_dir():
+        return None
+    from cascade.classes import SEVERSTAL
+    from cascade.datasource import open_labelled
+    from training.evaluate import evaluate_bundle
+
+    data = open_labelled(REAL_IMAGES, classes=SEVERSTAL, require_masks=False)
+    grid = (config.tune.prob_thresholds, config.tune.pixel_thresholds, config.tune.min_areas)
+    result = evaluate_bundle(bundle, data.images_dir, data.annotations, grid=grid, show_progress=False)
+    return {
+        "images": len(data.image_ids),
+        "dice_cascade": result.cascade.mean,
+        "dice_empty": result.empty.mean,
+        "dice_segment_all": result.segment_all.mean,
+    }
 
 
 def _verdict(parallel: float, sequential: float, contended: bool, quick: bool) -> str:
@@ -370,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "segmenter_dice": {a: _class_dice(arms[a]) for a in (1, 2)},
         "validation": {a: json.loads((arms[a] / "thresholds.json").read_text())["validation"] for a in (1, 2)},
         "heldout": json.loads((arms[2] / "evaluation.json").read_text()),
+        "real": _real_quality(arms[2] / config.package.file_name, config),
     }
     order = "; ".join(f"round {r}: {' then '.join(f'parallel_classes {a}' for a in o)}"
                       for r, o in enumerate(arm_order(args.rounds), start=1))  # fmt: skip

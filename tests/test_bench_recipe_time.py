@@ -55,6 +55,7 @@ def _quality() -> dict:
         "validation": {1: validation(0.0), 2: validation(0.004)},
         "heldout": {"data": "synthetic, 200 images, seed 1", "dice_cascade": 0.89, "dice_empty": 0.85,
                     "dice_segment_all": 0.56},
+        "real": {"images": 37, "dice_cascade": 0.8404, "dice_empty": 0.8446, "dice_segment_all": 0.5711},
     }  # fmt: skip
 
 
@@ -138,3 +139,11 @@ def test_render_flags_contention_quick_and_a_quality_gap() -> None:
     assert "misses the <= 20 min goal of issue 10 on a quiet machine with this CPU (above)" in text
     text = render(_runs(), _quality(), _meta(quick=True))
     assert "NOT the recipe" in text and "Verdict: none" in text
+
+
+def test_render_puts_the_real_images_next_to_the_synthetic_numbers() -> None:
+    text = render(_runs(), _quality(), _meta())
+    assert "Real Severstal images (parallel_classes 2 bundle, 37 images" in text
+    assert "cascade 0.8404, all-empty 0.8446, segment_all 0.5711: **not above predicting nothing**" in text
+    absent = render(_runs(), {**_quality(), "real": None}, _meta())
+    assert "Real Severstal images: not scored" in absent and "is absent" in absent
