@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n, fit_n = (80, 60) if args.quick else (args.n, args.fit_n)
 
+    from bench.bench_real import real_severstal_scores
     from cascade.embedded import resolve_bundle
     from cascade.synth import generate_dataset, synth_config
 
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         rules = fit_rules(grays, truth)
     shifted = [_score(bundle, rules, "shifted", n, seed) for seed in args.seeds]
     real = _score(bundle, rules, "real", n, 1)
-    text = _render(args, bundle, rules, n, fit_n, shifted, real)
+    severstal = real_severstal_scores(bundle)
+    text = _render(args, bundle, rules, n, fit_n, shifted, real, severstal)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(text)
@@ -225,7 +227,8 @@ _ROWS = (
 )
 
 
-def _render(args, bundle, rules, n, fit_n, shifted, real) -> str:
+def _render(args, bundle, rules, n, fit_n, shifted, real, severstal) -> str:
+    from bench.bench_real import real_severstal_line
     from cascade.bundle import read_manifest
     from cascade.embedded import embedded_bundle_path
 
@@ -289,7 +292,8 @@ def _render(args, bundle, rules, n, fit_n, shifted, real) -> str:
         + "; ".join(f"{k + 1}: {r.sign:+d} {r.level} {r.min_area} {r.min_aspect}" for k, r in enumerate(rules.rules))
         + ".",
         "",
-        "Real Severstal images (the number that matters most; never trained on): `bench/results/real.md`.\n",
+        real_severstal_line(severstal, described)
+        + " The number that matters most; per class and beside the threshold rule: `bench/results/real.md`.\n",
     ]
     return "\n".join(lines)
 

@@ -27,10 +27,25 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["ThresholdRule", "fit_threshold_rule", "main", "threshold_dice"]
+if TYPE_CHECKING:
+    from cascade.datasource import LabelledSet
+    from training.evaluation import Evaluation
+
+__all__ = [
+    "ThresholdRule",
+    "against_empty",
+    "fit_threshold_rule",
+    "main",
+    "pair_weight",
+    "real_severstal_line",
+    "real_severstal_scores",
+    "score_real_severstal",
+    "threshold_dice",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "real.md"
@@ -197,6 +212,61 @@ def _neu_section(shared: Path, bundle_name: str, fit_n: int) -> list[str]:
     return lines
 
 
+def score_real_severstal(bundle: str | Path, shared: Path = SHARED) -> tuple[LabelledSet, Evaluation] | None:
+    """A Severstal-profile bundle on the real Severstal images with complete masks (``shared/severstal-real``,
+    evaluation only): ``(LabelledSet, training.evaluate.Evaluation)``, or None when the folder is absent."""
+    from bench.copy_paste_data import real_severstal
+    from training.evaluate import evaluate_bundle
+
+    data = real_severstal(shared)
+    if data is None:
+        return None
+    grid = (PROB_GRID, PIXEL_GRID, AREA_GRID)
+    return data, evaluate_bundle(bundle, data.images_dir, data.annotations, grid=grid, show_progress=False)
+
+
+def real_severstal_scores(bundle: str | Path, shared: Path = SHARED) -> dict[str, float] | None:
+    """``score_real_severstal`` in brief: ``images`` and the means of the cascade, all-empty and segment_all."""
+    scored = score_real_severstal(bundle, shared)
+    if scored is None:
+        return None
+    data, result = scored
+    return {
+        "images": len(data.image_ids),
+        "dice_cascade": result.cascade.mean,
+        "dice_empty": result.empty.mean,
+        "dice_segment_all": result.segment_all.mean,
+    }
+
+
+def real_severstal_line(scores: dict[str, float] | None, what: str) -> str:
+    """One sentence putting ``what`` (a bundle) on the real Severstal images next to all-empty, for benches that
+    report synthetic numbers (never shown alone), or saying why it is missing."""
+    if scores is None:
+        return f"Real Severstal images: not scored ({SHARED / 'severstal-real'} is absent)."
+    images = int(scores["images"])
+    side = against_empty(scores["dice_cascade"], scores["dice_empty"], images)
+    tie = f" (within one (image, class) pair's weight, {pair_weight(images):.4f})" if side == "ties" else ""
+    return (
+        f"Real Severstal images ({what}, {images} images with complete masks, never trained on): cascade "
+        f"{scores['dice_cascade']:.4f}, all-empty {scores['dice_empty']:.4f}, segment_all "
+        f"{scores['dice_segment_all']:.4f}: **{side} predicting nothing**{tie}."
+    )
+
+
+def pair_weight(images: int) -> float:
+    """The weight of one (image, class) pair in the mean Dice of ``images`` Severstal images."""
+    from cascade.classes import SEVERSTAL
+
+    return 1.0 / (images * len(SEVERSTAL.ids))
+
+
+def against_empty(cascade: float, empty: float, images: int) -> str:
+    """``"below"``, ``"ties"`` or ``"above"`` predicting nothing: a gain within one pair's weight is a tie."""
+    gain, pair = cascade - empty, pair_weight(images)
+    return "below" if gain < -pair else "ties" if gain <= pair else "above"
+
+
 def _severstal_section(shared: Path, fit_n: int) -> list[str]:
     """The demo bundle on held-out synthetic steel and on the real Severstal images, each beside all-empty and a
     threshold rule fitted on synthetic training images (the rule is not learned from real data either)."""
@@ -227,11 +297,10 @@ def _severstal_section(shared: Path, fit_n: int) -> list[str]:
         _row("synthetic held-out: threshold rule (not learned)", float(synth_rule.mean()), synth_rule.mean(axis=0)),
         _row("synthetic held-out: all-empty (not learned)", synth.empty.mean, synth.empty.per_class),
     ]
-    if not root.is_dir():
+    scored = score_real_severstal(bundle, shared)
+    if scored is None:
         return [*lines, header, "|---|---|" + "---|" * 4, *rows, "", f"Real images skipped: {root} is absent.", ""]
-    data = open_labelled(root, classes=SEVERSTAL, require_masks=False)
-    real = evaluate_bundle(bundle, data.images_dir, data.annotations, grid=(PROB_GRID, PIXEL_GRID, AREA_GRID),
-                           show_progress=False)  # fmt: skip
+    data, real = scored
     images, truth = _load(data, list(data.image_ids))
     real_rule = threshold_dice(rules, images, truth)
     clean = int((~truth.reshape(len(images), -1).any(axis=1)).sum())
@@ -241,13 +310,14 @@ def _severstal_section(shared: Path, fit_n: int) -> list[str]:
         _row("**real** Severstal: threshold rule (not learned)", float(real_rule.mean()), real_rule.mean(axis=0)),
         _row("**real** Severstal: all-empty (not learned)", real.empty.mean, real.empty.per_class),
     ]
-    gain, pair = real.cascade.mean - real.empty.mean, 1.0 / (len(images) * len(SEVERSTAL.ids))
-    if gain < -pair:
+    gain, pair = real.cascade.mean - real.empty.mean, pair_weight(len(images))
+    side = against_empty(real.cascade.mean, real.empty.mean, len(images))
+    if side == "below":
         verdict = (
             "The demo bundle scores **below predicting nothing** on real Severstal images: it has learned the "
             "synthetic generator, not real steel."
         )
-    elif gain <= pair:
+    elif side == "ties":
         verdict = (
             f"The demo bundle **ties predicting nothing** on real Severstal images ({gain:+.4f}, within one (image, "
             f"class) pair's weight, {pair:.4f}): it has not learned real steel."

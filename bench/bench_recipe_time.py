@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bench_real import SHARED
+from bench.bench_real import real_severstal_line, real_severstal_scores
 from bench.cpu_lock import lock_held
 
 __all__ = ["StageRun", "arm_order", "arm_overrides", "load_warnings", "main", "render", "synth_command", "totals"]
@@ -62,8 +62,6 @@ QUICK_OVERRIDES = (
     "evaluate.synth_n=40",
 )
 """``--quick``: a smoke run of the pipeline, not the recipe."""
-REAL_IMAGES = SHARED / "severstal-real"
-"""The real Severstal images with masks (evaluation only), as ``bench_real`` scores them."""
 TOTAL_STAGES = ("classifier", "hard_negatives", "segmenter", "tune", "package", "evaluate")
 
 
@@ -252,40 +250,8 @@ def _quality_lines(quality: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
-        _real_line(quality.get("real")),
+        real_severstal_line(quality.get("real"), "parallel_classes 2 bundle"),
     ]
-
-
-def _real_line(real: dict[str, Any] | None) -> str:
-    """The parallel_classes 2 bundle on the real Severstal images next to all-empty (synthetic numbers alone say
-    nothing about real steel), or why it is missing."""
-    if real is None:
-        return f"Real Severstal images: not scored ({REAL_IMAGES} is absent)."
-    verdict = "above" if real["dice_cascade"] > real["dice_empty"] else "not above"
-    return (
-        f"Real Severstal images (parallel_classes 2 bundle, {real['images']} images with complete masks, never "
-        f"trained on): cascade {real['dice_cascade']:.4f}, all-empty {real['dice_empty']:.4f}, segment_all "
-        f"{real['dice_segment_all']:.4f}: **{verdict} predicting nothing**."
-    )
-
-
-def _real_quality(bundle: Path, config: Any) -> dict[str, Any] | None:
-    """Score ``bundle`` on the real Severstal images with masks (``bench_real``'s set), on the recipe's tune grid."""
-    if not REAL_IMAGES.is_dir():
-        return None
-    from cascade.classes import SEVERSTAL
-    from cascade.datasource import open_labelled
-    from training.evaluate import evaluate_bundle
-
-    data = open_labelled(REAL_IMAGES, classes=SEVERSTAL, require_masks=False)
-    grid = (config.tune.prob_thresholds, config.tune.pixel_thresholds, config.tune.min_areas)
-    result = evaluate_bundle(bundle, data.images_dir, data.annotations, grid=grid, show_progress=False)
-    return {
-        "images": len(data.image_ids),
-        "dice_cascade": result.cascade.mean,
-        "dice_empty": result.empty.mean,
-        "dice_segment_all": result.segment_all.mean,
-    }
 
 
 def _verdict(parallel: float, sequential: float, contended: bool, quick: bool) -> str:
@@ -410,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "segmenter_dice": {a: _class_dice(arms[a]) for a in (1, 2)},
         "validation": {a: json.loads((arms[a] / "thresholds.json").read_text())["validation"] for a in (1, 2)},
         "heldout": json.loads((arms[2] / "evaluation.json").read_text()),
-        "real": _real_quality(arms[2] / config.package.file_name, config),
+        "real": real_severstal_scores(arms[2] / config.package.file_name),
     }
     order = "; ".join(f"round {r}: {' then '.join(f'parallel_classes {a}' for a in o)}"
                       for r, o in enumerate(arm_order(args.rounds), start=1))  # fmt: skip

@@ -144,6 +144,6 @@ def test_render_flags_contention_quick_and_a_quality_gap() -> None:
 def test_render_puts_the_real_images_next_to_the_synthetic_numbers() -> None:
     text = render(_runs(), _quality(), _meta())
     assert "Real Severstal images (parallel_classes 2 bundle, 37 images" in text
-    assert "cascade 0.8404, all-empty 0.8446, segment_all 0.5711: **not above predicting nothing**" in text
+    assert "cascade 0.8404, all-empty 0.8446, segment_all 0.5711: **ties predicting nothing** (within one" in text
     absent = render(_runs(), {**_quality(), "real": None}, _meta())
     assert "Real Severstal images: not scored" in absent and "is absent" in absent
