@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tune_n, args.n, args.stream, args.rounds = 120, 80, 32, 3
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from bench.bench_real import real_severstal_scores
     from cascade.bundle import load_bundle, read_manifest
     from cascade.embedded import resolve_bundle
 
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_gate_") as tmp:
         result = _run(args, path, bundle, read_manifest(path), Path(tmp))
     result["load"] = (load_before, os.getloadavg()[0])
+    result["real"] = real_severstal_scores(path)  # after the timing: it is not part of it
     text = _render(args, path, result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
@@ -214,6 +216,8 @@ def _run(args: argparse.Namespace, path: Path, bundle: Any, manifest: Any, tmp: 
 
 
 def _render(args: argparse.Namespace, path: Path, result: dict[str, Any]) -> str:
+    from bench.bench_real import real_severstal_line
+
     manifest, rows, chosen, dice_only = result["manifest"], result["rows"], result["chosen"], result["dice_only"]
     sets, speed, positive = result["sets"], result["speed"], result["positive_rate"]
     lines = [
@@ -239,8 +243,9 @@ def _render(args: argparse.Namespace, path: Path, result: dict[str, Any]) -> str
         f"| {len(positive) / max(sum(positive), 1e-9):.2f}x | - |",
         f"| all-empty (not learned) | - | - | {result['empty_dice']:.4f} | 0.000 | 0.00x | - |",
         "",
-        "Synthetic images only: the same bundle on real steel (never trained or tuned on) is in the real-steel "
-        "section (`bench/results/real.md`).",
+        "Synthetic images above. "
+        + real_severstal_line(result.get("real"), f"`{path.name}` with the shipped gate")
+        + " Per class and beside the threshold rule: `bench/results/real.md`.",
         "",
         f"Held-out ECE of the raw probabilities: {result['ece_raw']:.4f}. Per class, held-out segmenter runs per "
         f"image against the class's positive rate (goal: within {RUNS_RATIO_GOAL}x):",
