@@ -51,32 +51,34 @@ def test_job_names() -> None:
 _ORPHAN_PARENT = """
 import os, sys, time, multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from training.parallel import die_with_parent
+from training.parallel import die_with_parent, start_manager
 
 if __name__ == "__main__":
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
-                               initargs=(os.getpid(),))
-    child = pool.submit(os.getpid).result(timeout=60)
-    print(child, flush=True)
+    context = multiprocessing.get_context("spawn")
+    manager = start_manager(context)  # serves the jobs' events queue
+    pool = ProcessPoolExecutor(1, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
+    pool.submit(os.getpid).result(timeout=60)
+    print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
     time.sleep(120)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_job_processes_end_when_the_training_process_is_killed(tmp_path: Path) -> None:
-    """SIGKILL to `cascade train` used to leave its fold/class processes training on for tens of minutes."""
+    """SIGKILL to `cascade train` used to leave its fold/class processes training on for tens of minutes, and the
+    events queue's manager process asleep."""
     script = tmp_path / "parent.py"
     script.write_text(_ORPHAN_PARENT)
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        child = int(parent.stdout.readline())
-        assert _alive(child)
+        children = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(children) == 2 and all(_alive(pid) for pid in children)  # the manager and the job process
         parent.kill()
         parent.wait(timeout=10)
         deadline = time.monotonic() + 20
-        while _alive(child) and time.monotonic() < deadline:
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(child), "the job process outlived its killed parent"
+        assert not [pid for pid in children if _alive(pid)], "a process outlived its killed parent"
     finally:
         parent.kill()
         parent.wait(timeout=10)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from training.distributed import DistContext
 from training.loop import ProgressFactory
 from training.workspace import Workspace, open_workspace
 
-__all__ = ["Job", "JobKind", "die_with_parent", "parallel_workers", "train_in_processes"]
+__all__ = ["Job", "JobKind", "die_with_parent", "parallel_workers", "start_manager", "train_in_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def train_in_processes(ws: Workspace, kind: JobKind, job: Job, keys: Sequence[in
     keys = list(keys)
     logger.info("training %s in %d processes x %d thread(s)", kind.names(keys), workers, threads)
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, logging_redirect_tqdm():
+    with start_manager(context) as manager, logging_redirect_tqdm():
         events = manager.Queue()
         bar = _JobsBar(kind, keys)
         try:
@@ -123,6 +124,16 @@ def die_with_parent(parent: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+
+
+def start_manager(context: multiprocessing.context.BaseContext) -> SyncManager:
+    """A started ``SyncManager`` (it serves the jobs' events queue) whose server process ends with this process.
+
+    ``context.Manager()`` left its server process behind, asleep, each time ``cascade train`` was killed.
+    """
+    manager = SyncManager(ctx=context)
+    manager.start(initializer=die_with_parent, initargs=(os.getpid(),))
+    return manager
 
 
 def _failure_message(kind: JobKind, keys: list[int], failed: dict[int, BaseException]) -> str:
