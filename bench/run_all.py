@@ -38,6 +38,7 @@ BENCHMARKS: tuple[str, ...] = (
     "shapes",
     "coldstart",
     "recipe_time",
+    "classifier_probe",
 )
 """Benchmark names in the order they run and appear in BENCHMARKS.md."""
 
