@@ -13,7 +13,7 @@ from training.recipe import config_from_dict, config_to_dict, load_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["demo-cpu.yaml", "severstal-gpu.yaml"])
+@pytest.mark.parametrize("name", ["demo-cpu.yaml", "demo-balanced-cpu.yaml", "severstal-gpu.yaml"])
 def test_shipped_recipes_load(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.segmenter.class_ids == (1, 2, 3, 4)
