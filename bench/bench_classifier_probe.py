@@ -51,15 +51,10 @@ _RESIZE = {"quarter": (4, 1), "full": (1, 4)}
 
 def _load(data: Path) -> tuple[list[str], np.ndarray]:
     """Sorted image names of a Kaggle-CSV folder and their ``(N, 4)`` class-presence labels."""
-    import pandas as pd
+    from cascade.formats.annotations import read_annotations
 
     names = sorted(p.name for p in (data / "train_images").iterdir())
-    index = {name: i for i, name in enumerate(names)}
-    labels = np.zeros((len(names), 4), np.float32)
-    table = pd.read_csv(data / "train.csv")
-    for name, class_id in zip(table.ImageId, table.ClassId, strict=True):
-        labels[index[name], int(class_id) - 1] = 1.0
-    return names, labels
+    return names, read_annotations(data / "train.csv", names).labels().astype(np.float32)
 
 
 def train_arm(data: Path, arm: str, pool: str, epochs: int, seed: int = 0) -> tuple[list[float], float]:
