@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from cascade.synth.realism import IMAGE_STAT_NAMES, folder_image_stats, image_st
 from cascade.synth.reference import AREA_PERCENTILES, REAL_AREA_KNOTS, REAL_IMAGE_STATS
 from cascade.synth.shapes import SHAPES_FILE, build_shape_table, draw_layout, shape_table
 from tests.fixtures.data import SYNTH_N
+from tests.fixtures.processes import alive, children
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -344,3 +348,24 @@ def test_discriminator_auc_separates_only_what_differs() -> None:
     assert auc > 0.95
     with pytest.raises(ValueError, match="logistic"):
         discriminator_auc(same_a, same_b, "svm")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_end_when_synth_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to `cascade synth --workers 2` used to leave its two drawing processes asleep for hours."""
+    command = [sys.executable, "-m", "cascade.cli.main", "synth", "--out", str(tmp_path / "big"), "--n", "20000"]
+    parent = subprocess.Popen([*command, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) >= 2, "the pool's workers never started"
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if alive(pid)], "a worker outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.fixtures.processes import alive
 from training.distributed import DistContext
 from training.parallel import JobKind, parallel_workers
 
@@ -51,7 +52,8 @@ def test_job_names() -> None:
 _ORPHAN_PARENT = """
 import os, sys, time, multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from training.parallel import die_with_parent, start_manager
+from cascade.processes import die_with_parent
+from training.parallel import start_manager
 
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")
@@ -72,23 +74,14 @@ def test_job_processes_end_when_the_training_process_is_killed(tmp_path: Path) -
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         children = [int(pid) for pid in parent.stdout.readline().split()]
-        assert len(children) == 2 and all(_alive(pid) for pid in children)  # the manager and the job process
+        assert len(children) == 2 and all(alive(pid) for pid in children)  # the manager and the job process
         parent.kill()
         parent.wait(timeout=10)
         deadline = time.monotonic() + 20
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [pid for pid in children if _alive(pid)], "a process outlived its killed parent"
+        assert not [pid for pid in children if alive(pid)], "a process outlived its killed parent"
     finally:
         parent.kill()
         parent.wait(timeout=10)
         parent.stdout.close()
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, killed and not yet reaped by init, counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -13,7 +13,6 @@ queue, and the parent draws one bar over all the jobs, each job's epoch in its p
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -21,8 +20,6 @@ import logging.handlers
 import multiprocessing
 import os
 import queue
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -35,12 +32,13 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from cascade.processes import die_with_parent
 from training.config import PipelineConfig
 from training.distributed import DistContext
 from training.loop import ProgressFactory
 from training.workspace import Workspace, open_workspace
 
-__all__ = ["Job", "JobKind", "die_with_parent", "parallel_workers", "start_manager", "train_in_processes"]
+__all__ = ["Job", "JobKind", "parallel_workers", "start_manager", "train_in_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,22 +106,6 @@ def train_in_processes(ws: Workspace, kind: JobKind, job: Job, keys: Sequence[in
     failed = {k: err for k, future in futures.items() if (err := future.exception()) is not None}
     if failed:
         raise RuntimeError(_failure_message(kind, keys, failed)) from next(iter(failed.values()))
-
-
-def die_with_parent(parent: int) -> None:
-    """Pool initializer: end this job process when the process that started it dies (Linux ``PR_SET_PDEATHSIG``).
-
-    Without it, killing ``cascade train`` (SIGTERM or SIGKILL to its pid) left its fold or class processes
-    training on for tens of minutes, holding the cores and writing into the run folder a resume would then use.
-    Elsewhere (no ``prctl``) the processes still end with the terminal's Ctrl-C, which reaches the whole group.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
 
 
 def start_manager(context: multiprocessing.context.BaseContext) -> SyncManager:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 from cascade.constants import IMAGE_SHAPE, NUM_CLASSES
 from cascade.formats import Layout, write_submission
+from cascade.processes import die_with_parent
 from cascade.rle import encode_stack
 from cascade.synth.background import Sheet, apply_edge_band, apply_lighting, render_background, sample_sheet
 from cascade.synth.config import SynthConfig
@@ -166,7 +168,8 @@ def _write_one(task: tuple[int, int, str, Path, SynthConfig]) -> tuple[str, list
     return name, encode_stack(synth.masks)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    die_with_parent(parent)  # a killed `cascade synth --workers N` left these processes asleep
     cv2.setNumThreads(1)
     noise_banks()
     shape_table()
@@ -176,7 +179,9 @@ def _results(tasks: list[tuple[int, int, str, Path, SynthConfig]], workers: int)
     if workers <= 1:
         yield from map(_write_one, tasks)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         yield from pool.map(_write_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
 
 
