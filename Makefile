@@ -38,7 +38,7 @@ synth: install ## Write the synthetic demo training set and a 50-image held-out 
 	@test -f $(DEMO_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_DIR) --n $(DEMO_N) --seed 0 --profile train
 	@test -f $(DEMO_TEST_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_TEST_DIR) --n 50 --seed 7
 
-retrain: install synth ## Retrain the embedded demo bundle on the synthetic data (6 min on 2 idle cores with native bf16, 36 min without).
+retrain: install synth ## Retrain the embedded demo bundle on the synthetic data (2 idle cores: 6 min with AMX, 10 with AVX512-BF16, 36 with neither).
 	$(BIN)/cascade train --config configs/demo-cpu.yaml --data $(DEMO_DIR) --install-embedded
 
 demo: install synth ## Synthesize data, train the demo cascade if no bundle exists (or RETRAIN=1), serve it (BUNDLE=neu-seg: real steel).
