@@ -36,6 +36,7 @@ __all__ = ["ARMS", "auc_standard_error", "main", "train_arm"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "classifier_probe.md"
+SHARED = ROOT.parent / "shared"
 ARMS: tuple[tuple[str, str], ...] = (
     ("quarter", "avg"),
     ("full", "avg"),
@@ -46,6 +47,7 @@ ARMS: tuple[tuple[str, str], ...] = (
 )
 """(input, pooling) arms in the order they run; the first is the demo recipe's classifier input and head."""
 _RESIZE = {"quarter": (4, 1), "full": (1, 4)}
+_ARM_COMMAND = (sys.executable, "-m", "bench.bench_classifier_probe", "--arm")
 """input -> (resize factor, pixel-unshuffle factor)."""
 
 
@@ -57,26 +59,45 @@ def _load(data: Path) -> tuple[list[str], np.ndarray]:
     return names, read_annotations(data / "train.csv", names).labels().astype(np.float32)
 
 
-def train_arm(data: Path, arm: str, pool: str, epochs: int, seed: int = 0) -> tuple[list[float], float]:
-    """Train one arm on the first 3/4 of ``data`` and return its per-class ROC AUC on the rest, and seconds."""
+def _gray(path: Path, factor: int) -> np.ndarray:
+    """A grey image, shrunk by ``factor`` (area interpolation, as the predictor resizes) when above 1."""
     import cv2
+
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise ValueError(f"cannot read image {path}")
+    if factor > 1:
+        gray = cv2.resize(gray, (gray.shape[1] // factor, gray.shape[0] // factor), interpolation=cv2.INTER_AREA)
+    return gray
+
+
+def _aucs(labels: np.ndarray, probs: np.ndarray) -> list[float]:
+    """Per-class ROC AUC; NaN for a class that is never or always present."""
+    from sklearn.metrics import roc_auc_score
+
+    return [
+        float(roc_auc_score(labels[:, c], probs[:, c])) if 0 < labels[:, c].sum() < len(labels) else float("nan")
+        for c in range(labels.shape[1])
+    ]
+
+
+def train_arm(
+    data: Path, arm: str, pool: str, epochs: int, seed: int = 0, shared: Path | None = None
+) -> tuple[list[float], list[float], float]:
+    """Train one arm on the first 3/4 of ``data``; return its per-class ROC AUC on the rest, on the real Severstal
+    images of ``shared`` (image-level labels, evaluation only; NaN without them), and the training seconds."""
     import timm
     import torch
-    from sklearn.metrics import roc_auc_score
     from torch import nn
+
+    from bench.copy_paste_data import real_image_labels
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     factor, unshuffle = _RESIZE[arm]
     names, labels = _load(data)
-    images = []
-    for name in names:
-        gray = cv2.imread(str(data / "train_images" / name), cv2.IMREAD_GRAYSCALE)
-        if factor > 1:
-            gray = cv2.resize(gray, (gray.shape[1] // factor, gray.shape[0] // factor), interpolation=cv2.INTER_AREA)
-        images.append(gray)
-    x_all = np.stack(images)
+    x_all = np.stack([_gray(data / "train_images" / name, factor) for name in names])
     cut = len(names) * 3 // 4
     train, val = np.arange(cut), np.arange(cut, len(names))
     mean, std = float(x_all[train].mean()), float(x_all[train].std())
@@ -93,8 +114,8 @@ def train_arm(data: Path, arm: str, pool: str, epochs: int, seed: int = 0) -> tu
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     loss_fn = nn.BCEWithLogitsLoss()
 
-    def tensor(ids: np.ndarray, flip: bool) -> torch.Tensor:
-        x = x_all[ids].astype(np.float32)
+    def tensor(ids: np.ndarray, flip: bool, source: np.ndarray = x_all) -> torch.Tensor:
+        x = source[ids].astype(np.float32)
         if flip:
             for k in range(len(x)):
                 if rng.random() < 0.5:
@@ -115,13 +136,54 @@ def train_arm(data: Path, arm: str, pool: str, epochs: int, seed: int = 0) -> tu
             loss.backward()
             optimizer.step()
             schedule.step()
+    seconds = time.perf_counter() - start
     model.eval()
-    with torch.no_grad():
-        probs = np.concatenate(
-            [torch.sigmoid(model(tensor(val[b : b + 32], False))).numpy() for b in range(0, len(val), 32)]
-        )
-    aucs = [float(roc_auc_score(labels[val, c], probs[:, c])) for c in range(4)]
-    return aucs, time.perf_counter() - start
+
+    def predict(source: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            batches = [np.arange(b, min(b + 32, len(source))) for b in range(0, len(source), 32)]
+            return np.concatenate([torch.sigmoid(model(tensor(ids, False, source))).numpy() for ids in batches])
+
+    aucs = _aucs(labels[val], predict(x_all[val]))
+    real = real_image_labels(shared) if shared is not None else None
+    if real is None:
+        return aucs, [float("nan")] * 4, seconds
+    folder, real_names, presence = real
+    x_real = np.stack([_gray(folder / name, factor) for name in real_names])
+    return aucs, _aucs(np.array(presence, dtype=np.float32), predict(x_real)), seconds
+
+
+def _real_table(
+    results: dict[tuple[str, str], tuple[list[float], list[float], float]],
+    real: tuple[Path, list[str], list[tuple[bool, ...]]] | None,
+) -> list[str]:
+    """The same arms on the real Severstal images: per-class ROC AUC with its noise at the real counts."""
+    if real is None:
+        return ["Real Severstal images: not scored (`../shared/severstal-real` is absent).", ""]
+    presence = np.array(real[2], dtype=bool)
+    positives, n = presence.sum(axis=0), len(presence)
+    noise = [
+        f"{2 * auc_standard_error(0.7, int(p), n - int(p)):.2f}" if 3 <= p <= n - 3 else "too few"
+        for p in positives
+    ]  # fmt: skip
+    return [
+        f"The same classifiers on the {n} real Severstal images of `../shared/severstal-real` (evaluation only; "
+        "image-level labels from the per-class areas in `images.csv`, complete masks or not; positives per class: "
+        f"{', '.join(str(int(p)) for p in positives)}). One arm's AUC is uncertain by about "
+        f"{' / '.join(noise)} (two standard errors near 0.7); a class with fewer than 3 positives has no usable AUC.",
+        "",
+        "| input | pooling | 1 pits | 2 vertical marks | 3 scratches | 4 blotches |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {arm} | {pool} | "
+            + " | ".join(
+                "n/a" if np.isnan(a) or q == "too few" else f"{a:.3f}" for a, q in zip(real_aucs, noise, strict=True)
+            )
+            + " |"
+            for (arm, pool), (_, real_aucs, _) in results.items()
+        ),
+        "",
+    ]
 
 
 def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
@@ -132,9 +194,9 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
 
 
 def _child(argv: list[str]) -> int:
-    data, arm, pool, epochs = Path(argv[0]), argv[1], argv[2], int(argv[3])
-    aucs, seconds = train_arm(data, arm, pool, epochs)
-    print("RESULT", " ".join(f"{a:.4f}" for a in aucs), f"{seconds:.1f}", flush=True)
+    data, arm, pool, epochs, shared = Path(argv[0]), argv[1], argv[2], int(argv[3]), Path(argv[4])
+    aucs, real, seconds = train_arm(data, arm, pool, epochs, shared=shared)
+    print("RESULT", " ".join(f"{a:.4f}" for a in [*aucs, *real]), f"{seconds:.1f}", flush=True)
     return 0
 
 
@@ -148,16 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=None, help="balanced synthetic images (default 1,200)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per arm (default 12)")
     parser.add_argument("--seed", type=int, default=7, help="synthetic data seed")
+    parser.add_argument("--shared", type=Path, default=SHARED, help="folder holding severstal-real/ (evaluation only)")
     args = parser.parse_args(argv)
     n = args.n or (400 if args.quick else 1200)
     epochs = args.epochs or (4 if args.quick else 12)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from bench.copy_paste_data import real_image_labels
     from bench.cpu_lock import lock_held
     from cascade.runtimes import cpu_model, cpu_supports_bf16
     from cascade.synth import generate_dataset
     from cascade.synth.config import synth_config
 
-    results: dict[tuple[str, str], tuple[list[float], float]] = {}
+    results: dict[tuple[str, str], tuple[list[float], list[float], float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "balanced"
         generate_dataset(data, n, seed=args.seed, config=synth_config("balanced"), workers=2)
@@ -165,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             pair = ARMS[first : first + 2]
             procs = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "bench.bench_classifier_probe", "--arm", str(data), arm, pool, str(epochs)],
+                    [*_ARM_COMMAND, str(data), arm, pool, str(epochs), str(args.shared)],
                     stdout=subprocess.PIPE,
                     text=True,
                     cwd=ROOT,
@@ -178,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                 if proc.returncode != 0 or line is None:
                     raise SystemExit(f"arm {arm}/{pool} failed (exit {proc.returncode})")
                 values = [float(v) for v in line.split()[1:]]
-                results[(arm, pool)] = (values[:4], values[4])
-                print(f"{arm:>8} {pool:>10}  AUC " + " ".join(f"{v:.3f}" for v in values[:4]) + f"  {values[4]:.0f} s")
+                results[(arm, pool)] = (values[:4], values[4:8], values[8])
+                print(
+                    f"{arm:>8} {pool:>10}  AUC " + " ".join(f"{v:.3f}" for v in values[:4])
+                    + "  real " + " ".join(f"{v:.3f}" for v in values[4:8]) + f"  {values[8]:.0f} s"
+                )  # fmt: skip
         _, labels = _load(data)
     held = labels[n * 3 // 4 :]
     positives = held.sum(axis=0).astype(int)
@@ -198,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|",
         *(
             f"| {arm} | {pool} | " + " | ".join(f"{a:.3f}" for a in aucs) + f" | {seconds:.0f} |"
-            for (arm, pool), (aucs, seconds) in results.items()
+            for (arm, pool), (aucs, _, seconds) in results.items()
         ),
         "",
+        *_real_table(results, real_image_labels(args.shared)),
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))

@@ -20,7 +20,6 @@ profile; the same generator with the real slice's class mix (its images are most
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import tempfile
@@ -105,9 +104,10 @@ def _speed(n: int, seed: int) -> tuple[list[str], str]:
 
 def _slice_mix() -> dict[str, int]:
     """Class combinations of the real images (areas from ``images.csv``; no pixels)."""
-    with (REAL / "images.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return dict(Counter("".join(str(k) for k in range(1, 5) if row[f"area_{k}"] != "0") for row in rows))
+    from bench.copy_paste_data import real_image_labels
+
+    _, _, presence = real_image_labels(REAL.parent)
+    return dict(Counter("".join(str(k) for k, has in enumerate(row, 1) if has) for row in presence))
 
 
 def _realism(n: int, seed: int) -> list[str]:

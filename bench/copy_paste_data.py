@@ -13,7 +13,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-__all__ = ["eval_set_synthetic", "pick_rare", "real_severstal", "reduced_kaggle", "reduced_voc"]
+__all__ = [
+    "eval_set_synthetic", "pick_rare", "real_image_labels", "real_severstal", "reduced_kaggle", "reduced_voc",
+]  # fmt: skip
 
 
 def pick_rare(labelled: Any, rare: int, n_rare: int, n_others: int, seed: int) -> dict[str, list[str]]:
@@ -101,3 +103,21 @@ def real_severstal(shared: Path) -> Any | None:
 
     root = shared / "severstal-real"
     return open_labelled(root, classes=SEVERSTAL, require_masks=False) if root.is_dir() else None
+
+
+def real_image_labels(shared: Path) -> tuple[Path, list[str], list[tuple[bool, ...]]] | None:
+    """Every real Severstal image of ``shared/severstal-real`` (complete masks or not) with its class presence,
+    classes 1-4, from the per-class areas in ``images.csv`` (image-level labels; evaluation only), or None.
+
+    Returns ``(images folder, image names, presence per image)``.
+    """
+    root = shared / "severstal-real"
+    if not (root / "images.csv").is_file():
+        return None
+    with (root / "images.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return (
+        root / "images",
+        [r["ImageId"] for r in rows],
+        [tuple(r[f"area_{k}"] != "0" for k in range(1, 5)) for r in rows],
+    )
