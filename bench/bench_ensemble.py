@@ -58,6 +58,7 @@ class RunSpec:
     split: str | None
     single: str
     note: str
+    severstal: bool = False  # also score every variant on the real Severstal images (evaluation only)
 
 
 def _runs(args: argparse.Namespace) -> list[RunSpec]:
@@ -75,16 +76,29 @@ def _runs(args: argparse.Namespace) -> list[RunSpec]:
     if args.demo_run is not None:
         demo = Path(args.demo_run)
         heldout = sorted(demo.glob("heldout-*"))
+        bundle = demo / "demo.cascade.safetensors"
         runs.append(
             RunSpec(
-                "synthetic (demo recipe)", demo, demo / "demo.cascade.safetensors",
-                heldout[0] if heldout else demo / "heldout-missing", None,
-                "the refit classifier (`classifier.final: refit`, trained on all images)",
+                "synthetic (demo recipe)", demo, bundle, heldout[0] if heldout else demo / "heldout-missing", None,
+                _single_classifier(bundle),
                 "The gate thresholds were tuned on the training images' out-of-fold probabilities; each fold's "
-                "classifier trained on 2/3 of the 400 training images.",
+                "classifier trained on 2/3 of the training images.",
+                severstal=True,
             )
         )  # fmt: skip
     return runs
+
+
+def _single_classifier(bundle: Path) -> str:
+    """What the bundle's own classifier is, from the recipe its provenance records (``classifier.final``)."""
+    from cascade.bundle import read_manifest
+
+    if not bundle.is_file():
+        return "the bundle's classifier"
+    final = read_manifest(bundle).provenance.get("config", {}).get("classifier", {}).get("final", "refit")
+    if final == "fold":
+        return "the tune fold's classifier (`classifier.final: fold`, trained on 2/3 of the images)"
+    return "the refit classifier (`classifier.final: refit`, trained on all images)"
 
 
 def _folds(run_dir: Path) -> list[int]:
@@ -135,6 +149,17 @@ def _quality(path: Path, labelled: Any) -> dict[str, Any]:
     summary = result.to_dict()
     summary["seconds"] = time.perf_counter() - start
     return summary
+
+
+def _real(path: Path, shared: Path) -> dict[str, Any] | None:
+    """``path`` on the real Severstal images with complete masks (evaluation only), or None without them."""
+    from bench.bench_real import score_real_severstal
+
+    scored = score_real_severstal(path, shared)
+    if scored is None:
+        return None
+    data, result = scored
+    return {"images": len(data.image_ids), **result.to_dict()}
 
 
 def _best_of(work: Callable[[], object], rounds: int = ROUNDS) -> float:
@@ -196,7 +221,38 @@ def _auc(q: dict[str, Any]) -> str:
     return " / ".join(f"{v['auc']:.4f}" for v in q["classifier"].values())
 
 
-def _section(spec: RunSpec, quality: dict[str, dict], speed: dict[str, dict[str, dict]], n_speed: int) -> list[str]:
+def _real_rows(real: dict[str, dict[str, Any] | None]) -> list[str]:
+    """The variants on the real Severstal images, each beside all-empty, with bench_real's tie rule."""
+    from bench.bench_real import against_empty, pair_weight
+
+    if any(q is None for q in real.values()):
+        return [f"Real Severstal images: not scored ({SHARED / 'severstal-real'} is absent).", ""]
+    images = next(iter(real.values()))["images"]
+    lines = [
+        f"The same variants on the {images} real Severstal images with complete masks (`../shared/severstal-real`, "
+        "never trained or tuned on); a gain within one (image, class) pair's weight "
+        f"({pair_weight(images):.4f}) ties all-empty:",
+        "",
+        "| classifier | cascade Dice | per class (1 / 2 / 3 / 4) | segment_all | all-empty | vs all-empty "
+        "| classifier AUC per class | segmenter runs / image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, q in real.items():
+        side = against_empty(q["cascade"]["mean"], q["empty"]["mean"], images)
+        lines.append(
+            f"| {name} | **{_fmt_dice(q, 'cascade')}** | {_per_class(q)} | {_fmt_dice(q, 'segment_all')} "
+            f"| {_fmt_dice(q, 'empty')} | {side} | {_auc(q)} | {q['gate']['runs_per_image']:.3f} |"
+        )
+    return [*lines, ""]
+
+
+def _section(
+    spec: RunSpec,
+    quality: dict[str, dict],
+    speed: dict[str, dict[str, dict]],
+    n_speed: int,
+    real: dict[str, dict[str, Any] | None],
+) -> list[str]:
     labelled_n = next(iter(quality.values()))["images"]
     first = next(iter(quality.values()))
     names = " / ".join(str(c) for c in first["cascade"]["per_class"])
@@ -220,6 +276,8 @@ def _section(spec: RunSpec, quality: dict[str, dict], speed: dict[str, dict[str,
     base = quality["single"]["cascade"]["mean"]
     deltas = ", ".join(f"{n}: {q['cascade']['mean'] - base:+.4f}" for n, q in quality.items() if n != "single")
     lines += ["", f"Cascade Dice change over the single classifier: {deltas}. {spec.note}", ""]
+    if real:
+        lines += _real_rows(real)
     lines += [
         f"Speed on {n_speed} held-out images, batches of {BATCH}, {_threads()} (images/s, best of {ROUNDS} passes; "
         f"classifier alone on a probe batch of {BATCH}); parity = max |p - p_torch| of the classifier probabilities "
@@ -294,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in variants.items():
             quality[name] = _quality(path, labelled)
             print(f"{spec.name} {name}: cascade Dice {quality[name]['cascade']['mean']:.4f}", file=sys.stderr)
+        real = {name: _real(path, Path(args.shared)) for name, path in variants.items()} if spec.severstal else {}
+        for name, q in real.items():
+            if q is not None:
+                print(f"{spec.name} {name}: real Severstal Dice {q['cascade']['mean']:.4f}", file=sys.stderr)
         speed: dict[str, dict[str, dict]] = {}
         timed = {k: v for k, v in variants.items() if k == "single" or k.endswith("(logits)")}
         for runtime in runtimes:
@@ -301,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in timed.items():
                 speed[runtime][name] = _speed(path, labelled, runtime, args.speed_images, work / "cache")
                 print(f"{spec.name} {runtime} {name}: {speed[runtime][name]}", file=sys.stderr)
-        sections.append(_section(spec, quality, speed, args.speed_images))
+        sections.append(_section(spec, quality, speed, args.speed_images, real))
     Path(args.out).write_text(_render(sections, started, time.perf_counter() - t0, locked))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
