@@ -136,6 +136,44 @@ def test_cascade_evaluate_gallery(three_class_bundle_path: Path, mask_folder: La
     assert bad.exit_code == 2 and "error:" in bad.output
 
 
+def test_cascade_evaluate_tta_overrides_the_bundles(
+    three_class_bundle_path: Path, mask_folder: LabelledSet, tmp_path: Path
+) -> None:
+    from cascade.cli.main import app
+
+    def run(*tta: str) -> dict:
+        out = tmp_path / f"e{len(tta)}.json"
+        args = ["evaluate", str(three_class_bundle_path), "--data", str(mask_folder.root), "--json", str(out), *tta]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text())
+
+    plain, flipped = run(), run("--tta", "hflip,vflip")
+    assert "tta" not in plain and flipped["tta"] == ["hflip", "vflip"] and "TTA hflip, vflip" in flipped["data"]
+    direct = evaluate_bundle(
+        three_class_bundle_path, mask_folder.images_dir, mask_folder.annotations, grid=([0.5], [0.5], [0]),
+        show_progress=False, tta=("hflip", "vflip"),
+    )  # fmt: skip
+    assert flipped["cascade"]["mean"] == pytest.approx(direct.cascade.mean)
+    untouched = evaluate_bundle(
+        three_class_bundle_path, mask_folder.images_dir, mask_folder.annotations, grid=([0.5], [0.5], [0]),
+        show_progress=False,
+    )  # fmt: skip
+    assert not np.allclose(direct.probabilities, untouched.probabilities)  # the flips reached the networks
+    bad = CliRunner().invoke(
+        app, ["evaluate", str(three_class_bundle_path), "--data", str(mask_folder.root), "--tta", "rotate90"]
+    )
+    assert bad.exit_code == 2 and "unknown tta ['rotate90']" in bad.output
+
+
+def test_parse_tta() -> None:
+    from training.cli import parse_tta
+
+    assert parse_tta(None) is None  # the bundle's own
+    assert parse_tta("none") == () and parse_tta("") == ()
+    assert parse_tta(" hflip , vflip,hflip") == ("hflip", "vflip")
+
+
 def test_cascade_evaluate_skips_unlabelled_images_only_when_asked(
     three_class_bundle_path: Path, mask_folder: LabelledSet, tmp_path: Path
 ) -> None:

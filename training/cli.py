@@ -163,6 +163,15 @@ def spread(image_ids: tuple[str, ...], limit: int | None) -> tuple[str, ...]:
     return tuple(image_ids[i] for i in picks)
 
 
+def parse_tta(text: str | None) -> tuple[str, ...] | None:
+    """``--tta`` as the predictor takes it: None (the bundle's own) for no option, ``()`` for ``none``, else the
+    comma-separated names (checked by the predictor against ``cascade.manifest.TTA_OPS``)."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    return () if names in ((), ("none",)) else names
+
+
 def evaluate(
     bundle: str = typer.Argument(..., help="Bundle file or folder, or a shipped bundle's name (demo, neu-seg)."),
     data: Path = typer.Option(
@@ -193,6 +202,12 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per predictor call."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1."),
     json_out: Path | None = typer.Option(None, "--json", dir_okay=False, help="Also write the summary as JSON."),
+    tta: str | None = typer.Option(
+        None,
+        "--tta",
+        help="Test-time augmentations instead of the bundle's: comma-separated flips (hflip, vflip, hflip,vflip), "
+        "or none. Default: the bundle's own.",
+    ),
 ) -> None:
     """Score a bundle on labelled images (Kaggle Dice); --gallery draws its worst images.
 
@@ -221,15 +236,20 @@ def evaluate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     annotations = labelled.annotations.subset(spread(labelled.image_ids, limit))
+    flips = parse_tta(tta)
     try:
         result = evaluate_bundle(
-            path, labelled.images_dir, annotations, grid=([0.5], [0.5], [0]), batch_size=batch_size, device=device
-        )
+            path, labelled.images_dir, annotations, grid=([0.5], [0.5], [0]), batch_size=batch_size, device=device,
+            tta=flips,
+        )  # fmt: skip
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     where = f"{labelled.kind} {labelled.root}" + (f", split {split}" if split else "")
     summary = {"data": f"{where}, {len(annotations)} images", "bundle": str(path), **result.to_dict()}
+    if flips is not None:
+        summary["tta"] = list(flips)
+        summary["data"] += f", TTA {', '.join(flips) or 'none'}"
     print(f"Kaggle Dice on {summary['data']}:")
     names = "  ".join(f"{c} {n}" for c, n in zip(classes.ids, classes.names, strict=True))
     print(f"  {'':<12} {'mean':>7}   per class ({names})")
@@ -245,7 +265,7 @@ def evaluate(
     if gallery is not None:
         cases = write_gallery(
             gallery, path, labelled.images_dir, annotations, result.image_dice, result.labels,
-            worst=worst, device=device, batch_size=batch_size,
+            worst=worst, device=device, batch_size=batch_size, tta=flips,
         )  # fmt: skip
         kinds = [c.kind for c in cases]
         print(

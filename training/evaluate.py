@@ -80,6 +80,7 @@ def evaluate_bundle(
     batch_size: int = 8,
     device: str = "cpu",
     show_progress: bool = True,
+    tta: Sequence[str] | None = None,
 ) -> Evaluation:
     """Score a bundle file on annotated images.
 
@@ -91,10 +92,11 @@ def evaluate_bundle(
         batch_size: images per predictor call.
         device: torch device.
         show_progress: tqdm bar.
+        tta: test-time augmentations overriding the bundle's (``()``: none); None keeps the bundle's.
     """
     from cascade.predictor import CascadePredictor
 
-    predictor = CascadePredictor.from_bundle(path, device=device, runtime="torch")
+    predictor = CascadePredictor.from_bundle(path, device=device, runtime="torch", tta=tta)
     class_ids = predictor.manifest.class_ids
     if tuple(annotations.class_ids) != class_ids:
         raise ValueError(f"the held-out data has classes {list(annotations.class_ids)}, the bundle {list(class_ids)}")

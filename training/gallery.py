@@ -239,6 +239,7 @@ def write_gallery(
     device: str = "cpu",
     batch_size: int = 8,
     show_progress: bool = True,
+    tta: Sequence[str] | None = None,
 ) -> list[GalleryCase]:
     """Draw the chosen cases of an evaluation (``select_cases``) and write ``index.md`` and ``gallery.json``.
 
@@ -255,6 +256,7 @@ def write_gallery(
         device: torch device.
         batch_size: images per predictor call.
         show_progress: tqdm bar.
+        tta: test-time augmentations overriding the bundle's, as in the evaluation drawn (None: the bundle's).
     """
     from cascade.predictor import CascadePredictor
 
@@ -262,7 +264,7 @@ def write_gallery(
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("worst-*.png"), *out.glob("clean-fp-*.png")]:
         old.unlink()
-    predictor = CascadePredictor.from_bundle(bundle, device=device, runtime="torch")
+    predictor = CascadePredictor.from_bundle(bundle, device=device, runtime="torch", tta=tta)
     manifest = predictor.manifest
     classes = manifest.class_set
     thresholds = [p.prob_threshold for p in manifest.classes]
