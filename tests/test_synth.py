@@ -37,7 +37,7 @@ from cascade.synth.realism import IMAGE_STAT_NAMES, folder_image_stats, image_st
 from cascade.synth.reference import AREA_PERCENTILES, REAL_AREA_KNOTS, REAL_IMAGE_STATS
 from cascade.synth.shapes import SHAPES_FILE, build_shape_table, draw_layout, shape_table
 from tests.fixtures.data import SYNTH_N
-from tests.fixtures.processes import alive, children
+from tests.fixtures.processes import children, survivors_of_killing
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -360,12 +360,7 @@ def test_workers_end_when_synth_is_killed(tmp_path: Path) -> None:
         while len(workers := children(parent.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(workers) >= 2, "the pool's workers never started"
-        parent.kill()
-        parent.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in workers if alive(pid)], "a worker outlived its killed parent"
+        assert not survivors_of_killing(parent, workers), "a worker outlived its killed parent"
     finally:
         parent.kill()
         parent.wait(timeout=10)

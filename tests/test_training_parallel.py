@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from tests.fixtures.processes import alive
+from tests.fixtures.processes import alive, survivors_of_killing
 from training.distributed import DistContext
 from training.parallel import JobKind, parallel_workers
 
@@ -75,12 +74,7 @@ def test_job_processes_end_when_the_training_process_is_killed(tmp_path: Path) -
     try:
         children = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(children) == 2 and all(alive(pid) for pid in children)  # the manager and the job process
-        parent.kill()
-        parent.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in children if alive(pid)], "a process outlived its killed parent"
+        assert not survivors_of_killing(parent, children), "a process outlived its killed parent"
     finally:
         parent.kill()
         parent.wait(timeout=10)
