@@ -156,10 +156,11 @@ def train_arm(
 def _real_table(
     results: dict[tuple[str, str], tuple[list[float], list[float], float]],
     real: tuple[Path, list[str], list[tuple[bool, ...]]] | None,
+    shared: Path,
 ) -> list[str]:
     """The same arms on the real Severstal images: per-class ROC AUC with its noise at the real counts."""
     if real is None:
-        return ["Real Severstal images: not scored (`../shared/severstal-real` is absent).", ""]
+        return [f"Real Severstal images: not scored ({shared / 'severstal-real' / 'images.csv'} is absent).", ""]
     presence = np.array(real[2], dtype=bool)
     positives, n = presence.sum(axis=0), len(presence)
     noise = [
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             for (arm, pool), (aucs, _, seconds) in results.items()
         ),
         "",
-        *_real_table(results, real_image_labels(args.shared)),
+        *_real_table(results, real_image_labels(args.shared), args.shared),
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))

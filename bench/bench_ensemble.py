@@ -221,12 +221,12 @@ def _auc(q: dict[str, Any]) -> str:
     return " / ".join(f"{v['auc']:.4f}" for v in q["classifier"].values())
 
 
-def _real_rows(real: dict[str, dict[str, Any] | None]) -> list[str]:
+def _real_rows(real: dict[str, dict[str, Any] | None], shared: Path) -> list[str]:
     """The variants on the real Severstal images, each beside all-empty, with bench_real's tie rule."""
     from bench.bench_real import against_empty, pair_weight
 
     if any(q is None for q in real.values()):
-        return [f"Real Severstal images: not scored ({SHARED / 'severstal-real'} is absent).", ""]
+        return [f"Real Severstal images: not scored ({shared / 'severstal-real'} is absent).", ""]
     images = next(iter(real.values()))["images"]
     lines = [
         f"The same variants on the {images} real Severstal images with complete masks (`../shared/severstal-real`, "
@@ -252,6 +252,7 @@ def _section(
     speed: dict[str, dict[str, dict]],
     n_speed: int,
     real: dict[str, dict[str, Any] | None],
+    shared: Path,
 ) -> list[str]:
     labelled_n = next(iter(quality.values()))["images"]
     first = next(iter(quality.values()))
@@ -277,7 +278,7 @@ def _section(
     deltas = ", ".join(f"{n}: {q['cascade']['mean'] - base:+.4f}" for n, q in quality.items() if n != "single")
     lines += ["", f"Cascade Dice change over the single classifier: {deltas}. {spec.note}", ""]
     if real:
-        lines += _real_rows(real)
+        lines += _real_rows(real, shared)
     lines += [
         f"Speed on {n_speed} held-out images, batches of {BATCH}, {_threads()} (images/s, best of {ROUNDS} passes; "
         f"classifier alone on a probe batch of {BATCH}); parity = max |p - p_torch| of the classifier probabilities "
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in timed.items():
                 speed[runtime][name] = _speed(path, labelled, runtime, args.speed_images, work / "cache")
                 print(f"{spec.name} {runtime} {name}: {speed[runtime][name]}", file=sys.stderr)
-        sections.append(_section(spec, quality, speed, args.speed_images, real))
+        sections.append(_section(spec, quality, speed, args.speed_images, real, Path(args.shared)))
     Path(args.out).write_text(_render(sections, started, time.perf_counter() - t0, locked))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
