@@ -1,8 +1,9 @@
 """The gate: which (image, class) pairs reach their segmenter.
 
 In ``"cascade"`` mode class ``k`` of an image is segmented only when the classifier's probability is at
-or above that class's ``prob_threshold``; every other pair is answered "absent" without running a
-segmenter. ``"segment_all"`` opens the gate for every pair (the baseline the cascade is measured against).
+or above that class's ``prob_threshold`` and the class is not ``closed``; every other pair is answered
+"absent" without running a segmenter. ``"segment_all"`` opens the gate for every pair (the baseline the
+cascade is measured against).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def gate(probabilities: np.ndarray, params: Sequence[ClassParams], mode: str = "
 
     Args:
         probabilities: ``(N, C)`` classifier probabilities.
-        params: one ``ClassParams`` per class; ``prob_threshold`` opens the gate (``p >= threshold``).
+        params: one ``ClassParams`` per class; ``prob_threshold`` opens the gate (``p >= threshold``) unless
+            the class is ``closed``.
         mode: ``"cascade"`` (gate on) or ``"segment_all"`` (every pair passes).
 
     Returns:
@@ -55,5 +57,5 @@ def gate(probabilities: np.ndarray, params: Sequence[ClassParams], mode: str = "
         raise ValueError(f"probabilities must have shape (N, {len(params)}), got {probabilities.shape}")
     if mode == "segment_all":
         return np.ones(probabilities.shape, dtype=bool)
-    thresholds = np.array([p.prob_threshold for p in params], dtype=np.float64)
+    thresholds = np.array([np.inf if p.closed else p.prob_threshold for p in params], dtype=np.float64)
     return probabilities >= thresholds[None, :]

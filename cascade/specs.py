@@ -202,6 +202,9 @@ class ClassParams:
             ``min_area * 2 * (1 - probability)`` (see ``cascade.postprocess``); the gate itself stays.
         predictable: False when tuning found the bundle cannot predict the class (too few positive tuning
             images, or the tuned cascade misses them); the parameters still apply, the flag warns.
+        closed: the gate never opens, whatever the probability: the class is always answered absent and its
+            segmenter never runs. Tuning closes a class that does worse than predicting nothing on its stress
+            set (``tune.stress``: images of another look, such as the ``shifted`` synthetic profile).
     """
 
     prob_threshold: float = 0.5
@@ -210,12 +213,13 @@ class ClassParams:
     min_component_area: int = 0
     soft_gate: bool = False
     predictable: bool = True
+    closed: bool = False
 
     def __post_init__(self) -> None:
         for attr in ("prob_threshold", "pixel_threshold"):
             set_frozen(self, attr, check_float(getattr(self, attr), f"ClassParams.{attr}", 0.0, 1.0))
         for attr in ("min_area", "min_component_area"):
             check_int(getattr(self, attr), f"ClassParams.{attr}", 0)
-        for attr in ("soft_gate", "predictable"):
+        for attr in ("soft_gate", "predictable", "closed"):
             if not isinstance(getattr(self, attr), bool):
                 raise ValueError(f"ClassParams.{attr} must be true or false, got {getattr(self, attr)!r}")

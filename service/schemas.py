@@ -153,6 +153,8 @@ class ModelInfo(BaseModel):
                             "min_area": 300,
                             "min_component_area": 0,
                             "soft_gate": False,
+                            "predictable": True,
+                            "closed": False,
                         }
                     ],
                     "classifier": {"arch": "timm", "name": "mobilenetv3_small_100", "kwargs": {}},
@@ -310,6 +312,9 @@ class ClassParamsUpdate(BaseModel):
     min_area: int | None = Field(None, ge=0)
     min_component_area: int | None = Field(None, ge=0)
     soft_gate: bool | None = None
+    closed: bool | None = Field(
+        None, description="false reopens a gate that tuning closed (the class is then gated by prob_threshold)."
+    )
 
 
 class PostprocessRequest(BaseModel):

@@ -38,3 +38,17 @@ def test_check_params_rejects(params: object) -> None:
 def test_gate_rejects_bad_probability_shape() -> None:
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         gate(np.zeros((2, 3)), PARAMS)
+
+
+def test_closed_class_never_opens_even_at_probability_one() -> None:
+    params = (*PARAMS[:2], ClassParams(prob_threshold=0.0, closed=True), PARAMS[3])
+    probs = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    passed = gate(probs, params, "cascade")
+    assert not passed[:, 2].any()
+    np.testing.assert_array_equal(np.delete(passed, 2, axis=1), np.delete(gate(probs, PARAMS, "cascade"), 2, axis=1))
+    assert gate(probs, params, "segment_all").all()  # segment_all still runs every segmenter
+
+
+def test_closed_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match=r"ClassParams\.closed must be true or false"):
+        ClassParams(closed=1)  # type: ignore[arg-type]

@@ -81,6 +81,19 @@ def test_analyze_then_postprocess_equals_predict_with_those_params(
     assert got["params"][0]["prob_threshold"] == 0.0 and "image_jpeg" not in got
 
 
+def test_postprocess_closes_and_reopens_a_gate(gui_client: TestClient, service_images: list[np.ndarray]) -> None:
+    image = service_images[2]
+    body = gui_client.post("/gui/analyze", files={"file": ("g.png", encode_image(image, "PNG"), "image/png")}).json()
+    everything = {"class_id": 1, "prob_threshold": 0.0, "pixel_threshold": 0.0}
+    shut = gui_client.post(f"/postprocess/{body['session_id']}", json={"classes": [{**everything, "closed": True}]})
+    assert shut.status_code == 200, shut.text
+    assert shut.json()["classes"][0]["present"] is False and shut.json()["params"][0]["closed"] is True
+    reopened = gui_client.post(
+        f"/postprocess/{body['session_id']}", json={"classes": [{**everything, "closed": False}]}
+    )
+    assert reopened.json()["classes"][0]["area"] == image.shape[0] * image.shape[1]
+
+
 def test_postprocess_errors_and_lru_eviction(gui_client: TestClient, service_images: list[np.ndarray]) -> None:
     def analyse(name: str) -> str:
         files = {"file": (name, encode_image(service_images[0], "PNG"), "image/png")}

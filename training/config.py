@@ -18,6 +18,7 @@ from training.stage_config import (
     HardNegativeConfig,
     PackageConfig,
     PseudoLabelConfig,
+    StressConfig,
     TuneConfig,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "PseudoLabelConfig",
     "SchedulerConfig",
     "SegmenterConfig",
+    "StressConfig",
     "TrainConfig",
     "TuneConfig",
 ]

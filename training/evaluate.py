@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cascade.datasource import open_labelled
-from cascade.formats import Annotations, read_annotations
+from cascade.formats import Annotations
 from cascade.imageio import read_image
 from cascade.metric import DiceReport, dice_pairs
 from training.evaluation import Evaluation
@@ -45,23 +44,14 @@ def heldout_set(ws: Workspace) -> tuple[Path, Annotations, str]:
     """``(images_dir, annotations, description)`` of the held-out images the configuration names."""
     cfg = ws.config.evaluate
     if cfg.data is not None:
-        data = open_labelled(
-            cfg.data, classes=ws.classes, annotations=ws.config.data.annotations, images=ws.config.data.images,
-            mask_encoding=ws.config.data.mask_encoding,
-        )  # fmt: skip
+        data = ws.open_other(cfg.data)
         if cfg.split is not None:
             data = data.split(cfg.split)
         where = f"{data.kind} {data.root}" + (f", split {cfg.split}" if cfg.split else "")
         return data.images_dir, data.annotations, f"{where}, {len(data.image_ids)} images"
     if cfg.synth_n > 0:
         root = ws.paths.heldout_dir(cfg.synth_seed, cfg.synth_n)
-        if not (root / "train.csv").is_file() or len(list((root / "train_images").glob("*.jpg"))) != cfg.synth_n:
-            from cascade.synth import generate_dataset
-
-            logger.info("generating %d held-out synthetic images (seed %d) in %s", cfg.synth_n, cfg.synth_seed, root)
-            generate_dataset(root, cfg.synth_n, cfg.synth_seed, progress=ws.ctx.is_main)
-        images = root / "train_images"
-        annotations = read_annotations(root / "train.csv", images_dir=images)
+        images, annotations = ws.synthetic_set(root, cfg.synth_n, cfg.synth_seed)
         return images, annotations, f"synthetic, {cfg.synth_n} images, seed {cfg.synth_seed}"
     _, val_ids = ws.tune_split
     if ws.config.data.val_split is not None:

@@ -155,6 +155,10 @@ class RunPaths:
         """Synthetic held-out images generated for the run (``evaluate.synth_n``)."""
         return self.root / f"heldout-seed{seed}-n{n}"
 
+    def stress_dir(self, profile: str, seed: int, n: int) -> Path:
+        """Synthetic stress images generated for the run's stress check (``tune.stress``)."""
+        return self.root / f"stress-{profile}-seed{seed}-n{n}"
+
     # --- stage markers --------------------------------------------------------------------------------------
     @property
     def stages_dir(self) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["EvaluateConfig", "HardNegativeConfig", "PackageConfig", "PseudoLabelConfig", "TuneConfig"]
+__all__ = ["EvaluateConfig", "HardNegativeConfig", "PackageConfig", "PseudoLabelConfig", "StressConfig", "TuneConfig"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,39 @@ class HardNegativeConfig:
     threshold: float = 0.3
     max_share: float = 0.5
     random_share: float = 0.1
+
+
+@dataclass(frozen=True)
+class StressConfig:
+    """The stress check after tuning: a class whose tuned cascade scores below predicting nothing on images of
+    another look is closed (``ClassParams.closed``: its gate never opens), so a class that floods unfamiliar
+    sheets is not shipped open. A stand-in for real images, which the recipe never sees.
+
+    Attributes:
+        data: stress images (any layout ``cascade.datasource`` reads, the run's classes); None generates
+            ``n`` synthetic images of ``profile`` with ``seed`` into the run folder.
+        profile: ``cascade.synth`` profile of the generated images (``shifted``: darker sheets, steeper
+            lighting, more texture, fainter defects).
+        n: number of generated images.
+        seed: their seed (keep it apart from the seeds the evaluation uses).
+        margin: close a class when its Dice is more than this below all-empty's on the stress images.
+    """
+
+    data: str | None = None
+    profile: str = "shifted"
+    n: int = 200
+    seed: int = 7
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"tune.stress.n must be >= 1, got {self.n}")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"tune.stress.margin must be in [0, 1), got {self.margin}")
+        if self.data is None:
+            from cascade.synth import synth_config
+
+            synth_config(self.profile)  # unknown profile: ValueError naming the known ones
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,7 @@ class TuneConfig:
             is flagged unpredictable in the bundle.
         calibrate: fit a per-class temperature and bias on the tuning images' out-of-fold probabilities
             (``cascade.calibration``), store it in the bundle and tune the gate on calibrated probabilities.
+        stress: close the classes that score below all-empty on stress images (``StressConfig``); None: no check.
     """
 
     prob_thresholds: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -61,6 +95,7 @@ class TuneConfig:
     min_positives: int = 3
     min_positive_dice: float = 0.1
     calibrate: bool = True
+    stress: StressConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ The gate thresholds are then chosen for Dice and cost (``tune.cost_weight``, ``t
 and a minimum recall on rare classes (``tune.min_recall``) by :mod:`training.gate_tuning`; with all three at
 their defaults the choice is the Dice-only one. Classes the tuned cascade cannot predict are flagged.
 
+With ``tune.stress`` the tuned cascade is then scored on stress images of another look (by default 200
+synthetic images of the ``shifted`` profile, seed 7, apart from the seeds evaluations use), and every class
+that scores below predicting nothing there is closed (``ClassParams.closed``): a class that floods sheets
+unlike its training images is not shipped open (:func:`close_on_stress`).
+
 Writes ``thresholds.json`` (chosen ``ClassParams`` per class, the validation Dice of the cascade, segment-all
 and all-empty, the calibration with its ECE and AUC before/after, and the gate curve) and ``tune_scores.npz``
 (the full grids, for the report's sweep plots).
@@ -34,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cascade.calibration import Calibration, calibrate, expected_calibration_error, fit_calibration
+from cascade.formats import Annotations
 from cascade.gate_curve import GateCurve
 from cascade.imageio import read_image
 from cascade.manifest import ClassParams
@@ -44,7 +50,15 @@ from training.stage_config import TuneConfig
 from training.thresholds import ClassTuning, dice_tables, pick_best, tune_class
 from training.workspace import Workspace
 
-__all__ = ["CascadeTuning", "compute_dice_tables", "run", "tune_cascade"]
+__all__ = [
+    "CascadeTuning",
+    "StressCheck",
+    "close_on_stress",
+    "compute_dice_tables",
+    "run",
+    "stress_dice",
+    "tune_cascade",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +254,119 @@ def tune_cascade(
     return CascadeTuning(results, tuple(params), calibration, calibration_report, curve)
 
 
+@dataclass(frozen=True)
+class StressCheck:
+    """The tuned cascade on the stress images, per class, and the classes closed for it.
+
+    Attributes:
+        source: what the stress images are (profile and seed, or a folder).
+        images: how many.
+        cascade: the tuned cascade's mean Dice per class (before closing), in class order.
+        empty: all-empty's mean Dice per class.
+        margin: a class is closed when its Dice is more than this below all-empty's.
+        closed: the class ids closed.
+    """
+
+    source: str
+    images: int
+    cascade: tuple[float, ...]
+    empty: tuple[float, ...]
+    margin: float
+    closed: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``thresholds.json``'s ``stress``)."""
+        return {**dataclasses.asdict(self), "cascade": list(self.cascade), "empty": list(self.empty),
+                "closed": list(self.closed)}  # fmt: skip
+
+
+def stress_dice(
+    probabilities: np.ndarray,
+    tables: np.ndarray,
+    truth_empty: np.ndarray,
+    params: Sequence[ClassParams],
+    pixel_thresholds: Sequence[float],
+    min_areas: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean Dice of the tuned cascade and of all-empty on scored images.
+
+    Args:
+        probabilities: ``(N, C)`` probabilities the gate compares (calibrated when the bundle calibrates).
+        tables: ``(N, C, P, M)`` Dice tables from :func:`compute_dice_tables`.
+        truth_empty: ``(N, C)`` True where a class is absent.
+        params: the tuned ``ClassParams``; their pixel thresholds and min-areas are on the grids.
+        pixel_thresholds: the ``P`` pixel thresholds of ``tables``.
+        min_areas: the ``M`` min-areas of ``tables``.
+
+    Returns:
+        ``(cascade (C,), empty (C,))``: a pair whose gate stays shut scores 1 on an empty truth, else 0.
+    """
+    empty = np.asarray(truth_empty, dtype=bool)
+    shut = empty.astype(np.float64)
+    cascade = np.empty(len(params))
+    for k, p in enumerate(params):
+        opened = np.zeros(len(empty), dtype=bool) if p.closed else probabilities[:, k] >= p.prob_threshold
+        i, j = list(pixel_thresholds).index(p.pixel_threshold), list(min_areas).index(p.min_area)
+        cascade[k] = float(np.mean(np.where(opened, tables[:, k, i, j], shut[:, k])))
+    return cascade, shut.mean(axis=0)
+
+
+def close_on_stress(
+    tuned: CascadeTuning, cascade: np.ndarray, empty: np.ndarray, class_ids: Sequence[int], margin: float
+) -> tuple[CascadeTuning, tuple[int, ...]]:
+    """Close every class whose stress-image Dice is more than ``margin`` below all-empty's.
+
+    A closed class's gate never opens (``ClassParams.closed``) and it is flagged unpredictable; its gate-curve
+    note says why. Returns the new tuning and the class ids closed.
+    """
+    params, classes, closed = list(tuned.params), list(tuned.curve.classes), []
+    for k, class_id in enumerate(class_ids):
+        if params[k].closed or cascade[k] >= empty[k] - margin:
+            continue
+        params[k] = dataclasses.replace(params[k], closed=True, predictable=False)
+        note = f"closed: Dice {cascade[k]:.3f} on the stress images < all-empty {empty[k]:.3f}"
+        classes[k] = dataclasses.replace(classes[k], note=f"{note}; {classes[k].note}" if classes[k].note else note)
+        closed.append(class_id)
+        logger.warning("class %d: %s", class_id, note)
+    curve = dataclasses.replace(tuned.curve, classes=tuple(classes))
+    return dataclasses.replace(tuned, params=tuple(params), curve=curve), tuple(closed)
+
+
+def _stress_set(ws: Workspace) -> tuple[Path, Annotations, str]:
+    """``(images_dir, annotations, description)`` of the run's stress images (generated on first use)."""
+    cfg = ws.config.tune.stress
+    assert cfg is not None
+    if cfg.data is not None:
+        data = ws.open_other(cfg.data)
+        return data.images_dir, data.annotations, f"{data.kind} {data.root}, {len(data.image_ids)} images"
+    images, annotations = ws.synthetic_set(ws.paths.stress_dir(cfg.profile, cfg.seed, cfg.n), cfg.n, cfg.seed,
+                                           cfg.profile)  # fmt: skip
+    return images, annotations, f"synthetic, profile {cfg.profile}, {cfg.n} images, seed {cfg.seed}"
+
+
+def _stress_check(ws: Workspace, predictor: object, tuned: CascadeTuning) -> tuple[CascadeTuning, StressCheck]:
+    """Score the tuned cascade on the stress images and close the classes that flood them."""
+    grid = ws.config.tune
+    assert grid.stress is not None
+    images_dir, annotations, source = _stress_set(ws)
+    tables, empty, probabilities = compute_dice_tables(
+        predictor, images_dir, annotations.image_ids, annotations.masks, grid.pixel_thresholds, grid.min_areas,
+        grid.batch_size, ws.ctx.is_main,
+    )  # fmt: skip
+    if tuned.calibration:
+        probabilities = calibrate(np.asarray(probabilities, np.float64), tuned.calibration)
+    cascade, empty_dice = stress_dice(probabilities, tables, empty, tuned.params, grid.pixel_thresholds,
+                                      grid.min_areas)  # fmt: skip
+    tuned, closed = close_on_stress(tuned, cascade, empty_dice, ws.class_ids, grid.stress.margin)
+    check = StressCheck(source, len(annotations.image_ids), tuple(map(float, cascade)),
+                        tuple(map(float, empty_dice)), grid.stress.margin, closed)  # fmt: skip
+    logger.info(
+        "stress check on %s: cascade %s vs all-empty %s per class; closed %s", source,
+        " ".join(f"{d:.3f}" for d in cascade), " ".join(f"{d:.3f}" for d in empty_dice), list(closed) or "none",
+    )  # fmt: skip
+    return tuned, check
+
+
 def run(ws: Workspace, resume: bool = False) -> Path:
     """Stage entry point: tune every class and write ``thresholds.json`` and ``tune_scores.npz``."""
     from cascade.predictor import CascadePredictor
@@ -257,7 +384,13 @@ def run(ws: Workspace, resume: bool = False) -> Path:
         grid.batch_size, ws.ctx.is_main,
     )  # fmt: skip
     tuned = tune_cascade(oof.probabilities, tables, empty, ws.class_ids, grid)
-    results = tuned.classes
+    stress = None
+    if grid.stress is not None:
+        tuned, stress = _stress_check(ws, predictor, tuned)
+    results = {  # a closed class answers "absent" on every tuning image: it scores all-empty's Dice
+        c: dataclasses.replace(r, dice=r.dice_empty) if p.closed else r
+        for (c, r), p in zip(tuned.classes.items(), tuned.params, strict=True)
+    }
     for class_id, r in results.items():
         logger.info(
             "class %d: prob>=%.2f pixel>=%.2f min_area=%d -> dice %.4f (segment_all %.4f, empty %.4f)",
@@ -285,6 +418,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
                     "pixel_threshold": p.pixel_threshold,
                     "min_area": p.min_area,
                     "predictable": p.predictable,
+                    "closed": p.closed,
                 }
             }
             for c, p in zip(ws.class_ids, tuned.params, strict=True)
@@ -296,6 +430,7 @@ def run(ws: Workspace, resume: bool = False) -> Path:
             "min_areas": list(grid.min_areas),
         },
         "calibration": tuned.calibration_report or None,
+        "stress": stress.to_dict() if stress is not None else None,
         "gate_curve": curve.to_dict(),
     }
     path = ws.paths.thresholds_json

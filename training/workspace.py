@@ -19,7 +19,7 @@ from torch import nn
 from cascade.classes import ClassSet
 from cascade.dataset import stratified_kfold
 from cascade.datasource import LabelledSet, open_labelled
-from cascade.formats import Annotations
+from cascade.formats import Annotations, read_annotations
 from cascade.manifest import Normalization
 from cascade.rle import decode
 from training.config import PipelineConfig
@@ -242,6 +242,24 @@ class Workspace:
     def tune_split(self) -> tuple[list[str], list[str]]:
         """``(train_ids, val_ids)`` of the fold that early-stops the segmenters and tunes the thresholds."""
         return self.folds[self.config.data.tune_fold]
+
+    def open_other(self, folder: str | Path) -> LabelledSet:
+        """Another labelled set with the run's classes, read as the recipe reads its data (held-out or stress
+        images)."""
+        data = self.config.data
+        return open_labelled(folder, classes=self.classes, annotations=data.annotations, images=data.images,
+                             mask_encoding=data.mask_encoding)  # fmt: skip
+
+    def synthetic_set(self, root: Path, n: int, seed: int, profile: str = "real") -> tuple[Path, Annotations]:
+        """``(images_dir, annotations)`` of ``n`` synthetic images of ``profile`` with ``seed`` in ``root``,
+        generated on first use (``cascade.synth``)."""
+        if not (root / "train.csv").is_file() or len(list((root / "train_images").glob("*.jpg"))) != n:
+            from cascade.synth import generate_dataset, synth_config
+
+            logger.info("generating %d synthetic images (profile %s, seed %d) in %s", n, profile, seed, root)
+            generate_dataset(root, n, seed, config=synth_config(profile), progress=self.ctx.is_main, overwrite=True)
+        images = root / "train_images"
+        return images, read_annotations(root / "train.csv", images_dir=images)
 
 
 def open_workspace(

@@ -72,8 +72,9 @@ def format_info(path: Path, manifest: Any, summary: dict[str, dict[str, Any]]) -
         f"  {'id':<3}{'name':<17}{'prob_thr':>9}{'pixel_thr':>10}{'min_area':>10}{'min_comp':>10}  soft_gate",
     ]
     for cid, name, params in zip(manifest.class_ids, manifest.class_names, manifest.classes, strict=True):
+        gate = "closed" if params.closed else f"{params.prob_threshold:.3f}"  # a closed gate never opens
         lines.append(
-            f"  {cid:<3}{name:<17}{params.prob_threshold:>9.3f}{params.pixel_threshold:>10.3f}"
+            f"  {cid:<3}{name:<17}{gate:>9}{params.pixel_threshold:>10.3f}"
             f"{params.min_area:>10}{params.min_component_area:>10}  {params.soft_gate}"
         )
     lines += describe_gate(manifest)

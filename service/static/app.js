@@ -371,6 +371,10 @@
           input.value = String(p[key]);
           input.nextElementSibling.textContent = Number(p[key]).toFixed(digits);
         }
+        // a class closed by tuning never opens its gate, so its gate slider would change nothing
+        const gate = row.querySelector(".prob-threshold");
+        gate.disabled = Boolean(p.closed);
+        gate.title = p.closed ? "gate closed by tuning: this bundle never predicts the class" : "";
       }
     }
     const layers = {};
@@ -463,6 +467,7 @@
   function whyAbsent(c, result) {
     // the class-specific reason a class is "not present": its gate stayed closed, or its mask was emptied
     const p = result.params.find((q) => q.class_id === c.class_id) || {};
+    if (p.closed) return "gate closed by tuning";
     if (!result.segmented.includes(c.class_id) || c.probability < p.prob_threshold) {
       return `p ${c.probability.toFixed(2)} < gate ${Number(p.prob_threshold).toFixed(2)}`;
     }
