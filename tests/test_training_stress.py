@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cascade.bundle import load_bundle
+from cascade.bundle import load_bundle, read_manifest
 from cascade.classes import SEVERSTAL
 from cascade.datasource import open_labelled
+from cascade.formats import Annotations
 from cascade.manifest import ClassParams
 from tests.fixtures.training import tiny_config
 from training.config import TuneConfig
 from training.evaluate import evaluate_bundle
 from training.pipeline import PipelineResult, run_pipeline
+from training.retune import retune_bundle
 from training.stage_config import StressConfig
 from training.tune_thresholds import close_on_stress, stress_dice, tune_cascade
 
@@ -107,3 +109,25 @@ def test_tune_stage_closes_the_classes_that_flood_the_stress_images(
     for k, class_id in enumerate(manifest.class_ids):
         expected = 1.0 if class_id in want else record["cascade"][k]
         assert scored.cascade.per_class[k] == pytest.approx(expected, abs=1e-6)
+
+
+def test_retune_with_stress_images_closes_and_a_later_retune_keeps_them_closed(
+    tiny_bundle_path: Path, synth_dir: Path, synth_annotations: Annotations, tmp_path: Path
+) -> None:
+    stress = open_labelled(_clean_copy(synth_dir, tmp_path / "stress"), classes=SEVERSTAL)
+    config = TuneConfig(prob_thresholds=(0.0,), pixel_thresholds=(0.4,), min_areas=(0,), batch_size=8)
+    images = synth_dir / "train_images"
+    out, _ = retune_bundle(
+        tiny_bundle_path, images, synth_annotations, config, tmp_path / "a.cascade.safetensors", show_progress=False,
+        stress=(stress.images_dir, stress.annotations, "clean copies"),
+    )  # fmt: skip
+    record = read_manifest(out).provenance["retuned"]["stress"]
+    closed = [c for c, d in zip((1, 2, 3, 4), record["cascade"], strict=True) if d < 1.0]
+    assert closed and record["closed"] == closed and record["source"] == "clean copies"
+    assert [c for c, p in zip((1, 2, 3, 4), read_manifest(out).classes, strict=True) if p.closed] == closed
+    # re-tuned again without stress images: the closed gates stay closed
+    again, _ = retune_bundle(out, images, synth_annotations, config, tmp_path / "b.cascade.safetensors",
+                             show_progress=False)  # fmt: skip
+    params = read_manifest(again).classes
+    assert [c for c, p in zip((1, 2, 3, 4), params, strict=True) if p.closed] == closed
+    assert not any(p.predictable for c, p in zip((1, 2, 3, 4), params, strict=True) if c in closed)

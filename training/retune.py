@@ -28,7 +28,7 @@ from cascade.bundle import LoadedBundle, load_bundle, save_bundle, weights_summa
 from cascade.formats import Annotations
 from cascade.manifest import BundleManifest
 from training.stage_config import TuneConfig
-from training.tune_thresholds import CascadeTuning, compute_dice_tables, tune_cascade
+from training.tune_thresholds import CascadeTuning, compute_dice_tables, stress_check, tune_cascade
 
 __all__ = [
     "TuningInputs", "main", "recorded_tune_config", "retune_bundle", "retuned_manifest", "stored_precision",
@@ -74,6 +74,16 @@ def tuning_inputs(
     show_progress: bool = True,
 ) -> TuningInputs:
     """Run a bundle's networks (segment-all, its calibration off) on annotated images and reduce them to tables."""
+    predictor = _raw_predictor(bundle, annotations, device)
+    tables, empty, probabilities = compute_dice_tables(
+        predictor, images_dir, annotations.image_ids, annotations.masks, config.pixel_thresholds, config.min_areas,
+        config.batch_size, show_progress,
+    )  # fmt: skip
+    return TuningInputs(probabilities, tables, empty)
+
+
+def _raw_predictor(bundle: LoadedBundle, annotations: Annotations, device: str) -> object:
+    """A torch ``CascadePredictor`` over the bundle with its calibration off, after checking the data's classes."""
     from cascade.predictor import CascadePredictor
 
     if tuple(annotations.class_ids) != bundle.manifest.class_ids:
@@ -81,12 +91,7 @@ def tuning_inputs(
             f"the tuning data has classes {list(annotations.class_ids)}, the bundle {list(bundle.manifest.class_ids)}"
         )
     raw_bundle = dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, calibration=()))
-    predictor = CascadePredictor(raw_bundle, device=device, runtime="torch")
-    tables, empty, probabilities = compute_dice_tables(
-        predictor, images_dir, annotations.image_ids, annotations.masks, config.pixel_thresholds, config.min_areas,
-        config.batch_size, show_progress,
-    )  # fmt: skip
-    return TuningInputs(probabilities, tables, empty)
+    return CascadePredictor(raw_bundle, device=device, runtime="torch")
 
 
 def recorded_tune_config(manifest: BundleManifest) -> TuneConfig:
@@ -101,14 +106,18 @@ def recorded_tune_config(manifest: BundleManifest) -> TuneConfig:
 
 
 def retuned_manifest(manifest: BundleManifest, tuned: CascadeTuning, note: dict[str, object]) -> BundleManifest:
-    """``manifest`` with the tuned gate: thresholds (other ``ClassParams`` fields kept), calibration, gate curve."""
+    """``manifest`` with the tuned gate: thresholds (other ``ClassParams`` fields kept), calibration, gate curve.
+
+    A class the bundle had closed stays closed (and unpredictable); the re-tuning's stress check may close more.
+    """
     classes = tuple(
         dataclasses.replace(
             old,
             prob_threshold=new.prob_threshold,
             pixel_threshold=new.pixel_threshold,
             min_area=new.min_area,
-            predictable=new.predictable,
+            predictable=new.predictable and not old.closed,
+            closed=old.closed or new.closed,
         )
         for old, new in zip(manifest.classes, tuned.params, strict=True)
     )
@@ -128,6 +137,8 @@ def retune_bundle(
     description: str = "",
     device: str = "cpu",
     show_progress: bool = True,
+    stress: tuple[Path, Annotations, str] | None = None,
+    stress_margin: float = 0.0,
 ) -> tuple[Path, CascadeTuning]:
     """Re-tune a bundle's gate on annotated images and write the result as a new bundle.
 
@@ -140,10 +151,19 @@ def retune_bundle(
         description: what the tuning images are (recorded in the provenance).
         device: torch device.
         show_progress: tqdm bar.
+        stress: ``(images_dir, annotations, description)`` of stress images: close the classes the re-tuned
+            cascade scores below all-empty on (``training.tune_thresholds.stress_check``); None: no check.
+        stress_margin: close a class more than this below all-empty on the stress images.
     """
     bundle = load_bundle(bundle_path, device=device)
     inputs = tuning_inputs(bundle, images_dir, annotations, config, device=device, show_progress=show_progress)
     tuned = tune_cascade(inputs.probabilities, inputs.tables, inputs.truth_empty, bundle.manifest.class_ids, config)
+    check = None
+    if stress is not None:
+        stress_images, stress_annotations, source = stress
+        predictor = _raw_predictor(bundle, stress_annotations, device)
+        tuned, check = stress_check(predictor, tuned, stress_images, stress_annotations, source, config,
+                                    stress_margin, show_progress)  # fmt: skip
     note = {
         "data": description or str(images_dir),
         "images": len(annotations.image_ids),
@@ -152,6 +172,7 @@ def retune_bundle(
         "min_recall": config.min_recall,
         "calibrate": config.calibrate,
         "from": str(bundle_path),
+        "stress": check.to_dict() if check is not None else None,
     }
     manifest = retuned_manifest(bundle.manifest, tuned, note)
     path = save_bundle(out, manifest, bundle.classifier, bundle.segmenters, dtype=stored_precision(bundle_path))
@@ -175,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-recall", type=float, default=0.0, help="smallest gate recall per class")
     parser.add_argument("--no-calibrate", action="store_true", help="keep the raw probabilities")
     parser.add_argument("--tolerance", type=float, default=0.0, help="tune.tolerance")
+    parser.add_argument(
+        "--stress", type=Path, default=None,
+        help="labelled stress images of another look (e.g. cascade synth --profile shifted --seed 7): close every "
+        "class the re-tuned cascade scores below all-empty on",
+    )  # fmt: skip
+    parser.add_argument("--stress-margin", type=float, default=0.0, help="close a class more than this below")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -189,7 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         recorded_tune_config(manifest), cost_weight=args.cost_weight, max_segmenter_runs_per_image=args.max_runs,
         min_recall=args.min_recall, calibrate=not args.no_calibrate, tolerance=args.tolerance,
     )  # fmt: skip
-    retune_bundle(bundle, data.images_dir, data.annotations, config, args.out, description=f"{data.kind} {data.root}")
+    stress = None
+    if args.stress is not None:
+        other = open_labelled(args.stress, classes=manifest.class_set)
+        stress = (other.images_dir, other.annotations, f"{other.kind} {other.root}, {len(other.image_ids)} images")
+    retune_bundle(
+        bundle, data.images_dir, data.annotations, config, args.out, description=f"{data.kind} {data.root}",
+        stress=stress, stress_margin=args.stress_margin,
+    )  # fmt: skip
     return 0
 
 

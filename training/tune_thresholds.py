@@ -56,6 +56,7 @@ __all__ = [
     "close_on_stress",
     "compute_dice_tables",
     "run",
+    "stress_check",
     "stress_dice",
     "tune_cascade",
 ]
@@ -344,22 +345,39 @@ def _stress_set(ws: Workspace) -> tuple[Path, Annotations, str]:
     return images, annotations, f"synthetic, profile {cfg.profile}, {cfg.n} images, seed {cfg.seed}"
 
 
-def _stress_check(ws: Workspace, predictor: object, tuned: CascadeTuning) -> tuple[CascadeTuning, StressCheck]:
-    """Score the tuned cascade on the stress images and close the classes that flood them."""
-    grid = ws.config.tune
-    assert grid.stress is not None
-    images_dir, annotations, source = _stress_set(ws)
+def stress_check(
+    predictor: object,
+    tuned: CascadeTuning,
+    images_dir: Path,
+    annotations: Annotations,
+    source: str,
+    config: TuneConfig,
+    margin: float,
+    show_progress: bool = True,
+) -> tuple[CascadeTuning, StressCheck]:
+    """Score the tuned cascade on stress images and close the classes that do worse than all-empty there.
+
+    Args:
+        predictor: a ``CascadePredictor`` over the tuned networks without calibration (the tuning's own is
+            applied here).
+        tuned: the tuning to check.
+        images_dir: folder of the stress images; ``annotations`` their truth, ``source`` what they are.
+        config: the grids the tuning used.
+        margin: close a class more than this below all-empty.
+        show_progress: tqdm bar.
+    """
+    class_ids = predictor.manifest.class_ids  # type: ignore[attr-defined]
     tables, empty, probabilities = compute_dice_tables(
-        predictor, images_dir, annotations.image_ids, annotations.masks, grid.pixel_thresholds, grid.min_areas,
-        grid.batch_size, ws.ctx.is_main,
+        predictor, images_dir, annotations.image_ids, annotations.masks, config.pixel_thresholds, config.min_areas,
+        config.batch_size, show_progress,
     )  # fmt: skip
     if tuned.calibration:
         probabilities = calibrate(np.asarray(probabilities, np.float64), tuned.calibration)
-    cascade, empty_dice = stress_dice(probabilities, tables, empty, tuned.params, grid.pixel_thresholds,
-                                      grid.min_areas)  # fmt: skip
-    tuned, closed = close_on_stress(tuned, cascade, empty_dice, ws.class_ids, grid.stress.margin)
+    cascade, empty_dice = stress_dice(probabilities, tables, empty, tuned.params, config.pixel_thresholds,
+                                      config.min_areas)  # fmt: skip
+    tuned, closed = close_on_stress(tuned, cascade, empty_dice, class_ids, margin)
     check = StressCheck(source, len(annotations.image_ids), tuple(map(float, cascade)),
-                        tuple(map(float, empty_dice)), grid.stress.margin, closed)  # fmt: skip
+                        tuple(map(float, empty_dice)), margin, closed)  # fmt: skip
     logger.info(
         "stress check on %s: cascade %s vs all-empty %s per class; closed %s", source,
         " ".join(f"{d:.3f}" for d in cascade), " ".join(f"{d:.3f}" for d in empty_dice), list(closed) or "none",
@@ -386,7 +404,9 @@ def run(ws: Workspace, resume: bool = False) -> Path:
     tuned = tune_cascade(oof.probabilities, tables, empty, ws.class_ids, grid)
     stress = None
     if grid.stress is not None:
-        tuned, stress = _stress_check(ws, predictor, tuned)
+        images_dir, annotations, source = _stress_set(ws)
+        tuned, stress = stress_check(predictor, tuned, images_dir, annotations, source, grid, grid.stress.margin,
+                                     ws.ctx.is_main)  # fmt: skip
     results = {  # a closed class answers "absent" on every tuning image: it scores all-empty's Dice
         c: dataclasses.replace(r, dice=r.dice_empty) if p.closed else r
         for (c, r), p in zip(tuned.classes.items(), tuned.params, strict=True)
