@@ -68,10 +68,14 @@ def _labelled(args: argparse.Namespace, which: str, tmp: Path, manifest: Any) ->
 
 
 def _score(probabilities: np.ndarray, inputs: Any, params: Any, grid: Any) -> dict[str, Any]:
-    """Held-out Dice and runs of ``params`` (one ClassParams per class) from the segment-all Dice tables."""
+    """Held-out Dice and runs of ``params`` (one ClassParams per class) from the segment-all Dice tables; a
+    ``closed`` class's gate stays shut, as in the predictor."""
+    from cascade.gate import gate
+
     dice, runs = [], []
+    gates = gate(probabilities, params)
     for k, p in enumerate(params):
-        opened = probabilities[:, k] >= p.prob_threshold
+        opened = gates[:, k]
         table = inputs.tables[:, k, grid.pixel_thresholds.index(p.pixel_threshold), grid.min_areas.index(p.min_area)]
         dice.append(float(np.mean(np.where(opened, table, inputs.truth_empty[:, k]))))
         runs.append(float(opened.mean()))
@@ -172,9 +176,9 @@ def _run(args: argparse.Namespace, path: Path, bundle: Any, manifest: Any, tmp: 
         probabilities = calibrate(held.probabilities, tuned.calibration)
         note = {"data": sets["tune"]["description"], "cost_weight": weight, "bench": "bench/bench_gate.py"}
         row = {"name": f"re-tuned, λ = {weight:g}", "lambda": weight, "tune": tuned.curve.chosen}
-        row |= _score(probabilities, held, tuned.params, grid)
+        row["manifest"] = retuned_manifest(manifest, tuned, note)  # keeps the classes the bundle had closed
+        row |= _score(probabilities, held, row["manifest"].classes, grid)
         row["ece"] = expected_calibration_error(probabilities, labels)
-        row["manifest"] = retuned_manifest(manifest, tuned, note)
         rows.append(row)
     retuned = [r for r in rows if r["lambda"] is not None]
     dice_only = retuned[0]
@@ -200,7 +204,7 @@ def _run(args: argparse.Namespace, path: Path, bundle: Any, manifest: Any, tmp: 
 
         save_bundle(args.write_bundle, chosen["manifest"], bundle.classifier, bundle.segmenters,
                     dtype=stored_precision(path))  # fmt: skip
-    open_all = [dataclasses.replace(p, prob_threshold=0.0) for p in shipped]
+    open_all = [dataclasses.replace(p, prob_threshold=0.0, closed=False) for p in shipped]
     return {
         "sets": sets,
         "rows": rows,

@@ -106,9 +106,12 @@ def test_tune_stage_closes_the_classes_that_flood_the_stress_images(
     data = open_labelled(stress, classes=SEVERSTAL)
     scored = evaluate_bundle(result.bundle, data.images_dir, data.annotations, grid=((0.0,), (0.5,), (0,)),
                              show_progress=False)  # fmt: skip
+    gate = scored.gate_metrics()["per_class"]
     for k, class_id in enumerate(manifest.class_ids):
         expected = 1.0 if class_id in want else record["cascade"][k]
         assert scored.cascade.per_class[k] == pytest.approx(expected, abs=1e-6)
+        # the evaluation's gate statistics count what the predictor ran: no segmenter runs for a closed class
+        assert gate[str(class_id)]["pass_rate"] == (0.0 if class_id in want else 1.0)
 
 
 def test_retune_with_stress_images_closes_and_a_later_retune_keeps_them_closed(

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cascade.formats import Annotations
+from cascade.gate import gate
 from cascade.imageio import read_image
 from cascade.metric import DiceReport, dice_pairs
 from training.evaluation import Evaluation
@@ -106,7 +107,7 @@ def evaluate_bundle(
         post = results[0].timings  # segment-all: every (image, class) pair post-processed and encoded
         seconds["postprocess"] = seconds.get("postprocess", 0.0) + post["postprocess"] + post["encode"]
         pairs["empty"].append(dice_pairs(np.zeros_like(truth), truth))
-        gates.append(raw.probabilities >= np.array([p.prob_threshold for p in predictor.manifest.classes]))
+        gates.append(gate(raw.probabilities, predictor.manifest.classes))  # a closed class's gate stays shut
         probs.append(raw.probabilities)
         if raw.uncalibrated is not None:
             uncalibrated.append(raw.uncalibrated)

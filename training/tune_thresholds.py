@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from cascade.calibration import Calibration, calibrate, expected_calibration_error, fit_calibration
 from cascade.formats import Annotations
+from cascade.gate import gate
 from cascade.gate_curve import GateCurve
 from cascade.imageio import read_image
 from cascade.manifest import ClassParams
@@ -305,8 +306,9 @@ def stress_dice(
     empty = np.asarray(truth_empty, dtype=bool)
     shut = empty.astype(np.float64)
     cascade = np.empty(len(params))
+    gates = gate(probabilities, params)
     for k, p in enumerate(params):
-        opened = np.zeros(len(empty), dtype=bool) if p.closed else probabilities[:, k] >= p.prob_threshold
+        opened = gates[:, k]
         i, j = list(pixel_thresholds).index(p.pixel_threshold), list(min_areas).index(p.min_area)
         cascade[k] = float(np.mean(np.where(opened, tables[:, k, i, j], shut[:, k])))
     return cascade, shut.mean(axis=0)
