@@ -228,13 +228,12 @@ _ROWS = (
 
 
 def _render(args, bundle, rules, n, fit_n, shifted, real, severstal) -> str:
-    from bench.bench_real import real_severstal_line
+    from bench.bench_real import real_severstal_line, trained_on
     from cascade.bundle import read_manifest
     from cascade.embedded import embedded_bundle_path
 
     described = "the embedded demo bundle" if bundle == embedded_bundle_path() else f"`{bundle}`"
     provenance = read_manifest(bundle).provenance or {}
-    dataset = provenance.get("dataset", {})
     seeds = ", ".join(map(str, args.seeds))
     header = [
         "| | mean (95% CI over seeds) | class 1 | class 2 | class 3 | class 4 |",
@@ -243,10 +242,10 @@ def _render(args, bundle, rules, n, fit_n, shifted, real, severstal) -> str:
     lines = [
         "## Demo bundle quality on synthetic data (`bench/bench_quality.py`)\n",
         f"`python -m bench.bench_quality{' --quick' if args.quick else ''}`: {described} "
-        f"({bundle.stat().st_size / 1e6:.1f} MB, recipe `{provenance.get('recipe', '?')}`, trained on "
-        f"{dataset.get('images', '?')} synthetic images) on the **`shifted` profile** (looks outside every training "
-        f"range; never trained on), {n} images per seed, seeds {seeds}. Kaggle mean Dice over every (image, class) "
-        f"pair. The rules baseline is tuned on {fit_n} synthetic training images (seed 0, `train` profile).\n",
+        f"({bundle.stat().st_size / 1e6:.1f} MB, {trained_on(bundle)}) on the **`shifted` profile** (looks outside "
+        f"every training range; never trained on), {n} images per seed, seeds {seeds}. Kaggle mean Dice over every "
+        f"(image, class) pair. The rules baseline is tuned on {fit_n} synthetic training images (seed 0, `train` "
+        "profile).\n",
         *header,
     ]
     for key, name in _ROWS:
