@@ -6,6 +6,7 @@ Usage (heavy: run it under the shared CPU lock)::
     flock /tmp/cpu.lock python -m bench.bench_recipe_time               # configs/demo-cpu.yaml on its data.dir
     python -m bench.bench_recipe_time --quick                           # smoke run: 2 epochs, not the recipe
     python -m bench.bench_recipe_time --config configs/demo-cpu.yaml --data data/demo --rounds 2
+    python -m bench.bench_recipe_time --config configs/demo-neu-mix-cpu.yaml   # the shipped demo recipe (NEU-Seg)
 
 Every stage runs as its own ``cascade train --stage S --out RUN`` process in ``runs/bench-recipe-time/`` (removed
 at the start): ``classifier`` and ``hard_negatives`` once in ``base/``; then ``segmenter`` on two copies of that
@@ -19,8 +20,8 @@ the 1-minute load average to fall to 0.5 (the previous stage's own load decays s
 averages before and after; a stage that starts above 0.5 gets a loud warning in the results, since numbers taken
 while other jobs share the cores (like the 40.7 min once recorded) say nothing about the recipe.
 The parallel_classes 2 bundle is also scored on the real Severstal images in ``../shared/severstal-real`` (when
-present) next to all-empty. If the data folder is missing it is generated with the ``cascade synth`` command of
-the recipe's header.
+present) next to all-empty. If the data folder is missing it is generated with the ``cascade synth`` (and
+``cascade mosaic``) commands of the recipe's header.
 Writes ``bench/results/recipe_time.md``.
 """
 
@@ -44,7 +45,7 @@ from typing import Any
 from bench.bench_real import real_severstal_line, real_severstal_scores
 from bench.cpu_lock import lock_held
 
-__all__ = ["StageRun", "arm_order", "arm_overrides", "load_warnings", "main", "render", "synth_command", "totals"]
+__all__ = ["StageRun", "arm_order", "arm_overrides", "data_commands", "load_warnings", "main", "render", "totals"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "recipe_time.md"
@@ -110,20 +111,40 @@ def arm_order(rounds: int) -> list[tuple[int, int]]:
     return [(1, 2) if r % 2 == 0 else (2, 1) for r in range(rounds)]
 
 
-def synth_command(config_path: Path, data: Path) -> list[str]:
-    """The ``cascade synth`` command of the recipe's header comment, writing to ``data``.
+def data_commands(config_path: Path, data: Path) -> list[list[str]]:
+    """The ``cascade synth`` and ``cascade mosaic`` commands of the recipe's header comment, in order, writing
+    to ``data``: quoted in backticks (`` `cascade synth ...` ``) or on comment lines of their own (continued by
+    a trailing backslash), as the recipes' headers give them.
 
     Raises:
-        ValueError: the header names no ``cascade synth`` command.
+        ValueError: the header names no ``cascade synth`` or ``cascade mosaic`` command.
     """
-    match = re.search(r"`cascade (synth [^`]+)`", config_path.read_text())
-    if match is None:
-        raise ValueError(f"{config_path} names no `cascade synth ...` command to generate its data; pass --data")
-    argv = shlex.split(match.group(1))
-    for flag in ("--out", "-o"):
-        if flag in argv:
-            argv[argv.index(flag) + 1] = str(data)
-    return argv
+    header, line = [], ""
+    for raw in config_path.read_text().splitlines():
+        if not raw.startswith("#"):
+            break
+        line += raw.lstrip("#").strip()
+        if line.endswith("\\"):
+            line = line[:-1] + " "
+            continue
+        header.append(line)
+        line = ""
+    commands = []
+    for text in header:
+        quoted = re.findall(r"`cascade ((?:synth|mosaic) [^`]+)`", text)
+        own = re.fullmatch(r"cascade ((?:synth|mosaic) .+?)(?:\s+#.*)?", text)
+        for command in quoted or ([own.group(1)] if own else []):
+            argv = shlex.split(command)
+            for flag in ("--out", "-o"):
+                if flag in argv:
+                    argv[argv.index(flag) + 1] = str(data)
+            commands.append(argv)
+    if not commands:
+        raise ValueError(
+            f"{config_path} names no `cascade synth ...` or `cascade mosaic ...` command to generate its data; "
+            "pass --data"
+        )
+    return commands
 
 
 def load_warnings(runs: list[StageRun], limit: float = LOAD_LIMIT) -> list[str]:
@@ -353,11 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     locked = lock_held()
     data_note = f"`{args.data}`"
     if not (ROOT / args.data).exists():
-        synth = synth_command(ROOT / args.config, args.data)
-        print(f"== {args.data} missing; generating it: cascade {shlex.join(synth)}", flush=True)
+        commands = data_commands(ROOT / args.config, args.data)
+        shown = " && ".join(f"cascade {shlex.join(argv)}" for argv in commands)
+        print(f"== {args.data} missing; generating it: {shown}", flush=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cascade.cli.main", *synth], cwd=ROOT, check=True)
-        data_note += f", generated by this run (`cascade {shlex.join(synth)}`, {time.perf_counter() - t0:.0f} s)"
+        for argv in commands:
+            subprocess.run([sys.executable, "-m", "cascade.cli.main", *argv], cwd=ROOT, check=True)
+        data_note += f", generated by this run (`{shown}`, {time.perf_counter() - t0:.0f} s)"
     shutil.rmtree(WORK, ignore_errors=True)
     base = WORK / "base"
     runs = [_run_stage(args, base, "classifier", None), _run_stage(args, base, "hard_negatives", None)]

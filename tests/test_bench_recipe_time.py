@@ -13,9 +13,9 @@ from bench.bench_recipe_time import (
     StageRun,
     arm_order,
     arm_overrides,
+    data_commands,
     load_warnings,
     render,
-    synth_command,
     totals,
 )
 from training.pipeline import parse_overrides
@@ -87,14 +87,20 @@ def test_arm_order_alternates_starting_sequential() -> None:
     assert arm_order(3) == [(1, 2), (2, 1), (1, 2)]
 
 
-def test_synth_command_comes_from_the_recipe_header(tmp_path: Path) -> None:
-    assert synth_command(DEMO, Path("elsewhere")) == [
-        "synth", "--out", "elsewhere", "--n", "400", "--seed", "0", "--profile", "train"
+def test_data_commands_come_from_the_recipe_header(tmp_path: Path) -> None:
+    assert data_commands(DEMO, Path("elsewhere")) == [
+        ["synth", "--out", "elsewhere", "--n", "400", "--seed", "0", "--profile", "train"]
+    ]  # fmt: skip
+    # the shipped demo recipe: a synth command, then a mosaic command continued over two comment lines
+    assert data_commands(DEMO.parent / "demo-neu-mix-cpu.yaml", Path("mix")) == [
+        ["synth", "--out", "mix", "--n", "1600", "--seed", "0", "--profile", "train"],
+        ["mosaic", "../shared/neu-seg", "--split", "train", "--source-classes", "inclusion,patches,scratches",
+         "--map", "scratches=scratches", "--n", "400", "--tiles-per-image", "6", "--out", "mix", "--append"],
     ]  # fmt: skip
     bare = tmp_path / "bare.yaml"
-    bare.write_text("name: bare\n")
+    bare.write_text("# a recipe that says nothing of its data (`cascade train --config bare.yaml`)\nname: bare\n")
     with pytest.raises(ValueError, match="cascade synth"):
-        synth_command(bare, Path("x"))
+        data_commands(bare, Path("x"))
 
 
 def test_load_warning_only_above_the_limit() -> None:
