@@ -242,7 +242,7 @@ def _render(args, bundle, rules, n, fit_n, shifted, real, severstal) -> str:
     lines = [
         "## Demo bundle quality on synthetic data (`bench/bench_quality.py`)\n",
         f"`python -m bench.bench_quality{' --quick' if args.quick else ''}`: {described} "
-        f"({bundle.stat().st_size / 1e6:.1f} MB, {trained_on(bundle)}) on the **`shifted` profile** (looks outside "
+        f"({bundle.stat().st_size / 1e6:.1f} MB, {trained_on(provenance)}) on the **`shifted` profile** (looks outside "
         f"every training range; never trained on), {n} images per seed, seeds {seeds}. Kaggle mean Dice over every "
         f"(image, class) pair. The rules baseline is tuned on {fit_n} synthetic training images (seed 0, `train` "
         "profile).\n",

@@ -254,11 +254,8 @@ def real_severstal_line(scores: dict[str, float] | None, what: str) -> str:
     )
 
 
-def trained_on(bundle: str | Path) -> str:
+def trained_on(provenance: dict) -> str:
     """What a bundle's provenance says it learned from: "recipe `R`, trained on N images of `DIR`"."""
-    from cascade.bundle_format import read_manifest
-
-    provenance = read_manifest(bundle).provenance or {}
     dataset = provenance.get("dataset") or {}
     return (
         f"recipe `{provenance.get('recipe', '?')}`, trained on {dataset.get('images', '?')} images of "
@@ -284,6 +281,7 @@ def _severstal_section(shared: Path, fit_n: int) -> list[str]:
     threshold rule fitted on synthetic training images (the rule is not learned from real data either)."""
     import tempfile
 
+    from cascade.bundle_format import read_manifest
     from cascade.classes import SEVERSTAL
     from cascade.datasource import open_labelled
     from cascade.embedded import resolve_bundle
@@ -336,8 +334,9 @@ def _severstal_section(shared: Path, fit_n: int) -> list[str]:
         )
     else:
         verdict = f"The demo bundle beats predicting nothing on real Severstal images by {gain:+.4f}."
+    source = trained_on(read_manifest(bundle).provenance or {})
     lines += [
-        f"The embedded demo bundle ({trained_on(bundle)}) on 200 held-out synthetic images (seed 1) "
+        f"The embedded demo bundle ({source}) on 200 held-out synthetic images (seed 1) "
         f"and on the {len(images)} real Severstal images with complete masks ({clean} of them clean), 1600x256; the "
         f"threshold rule is fitted per class on {fit_n} synthetic training images (seed 0). The real images are "
         "evaluation only: never trained or fitted on.",
