@@ -104,11 +104,14 @@ def calibrate(probabilities: np.ndarray, calibrations: Sequence[Calibration]) ->
 def fit_calibration(
     probabilities: np.ndarray, labels: np.ndarray, prior_strength: float = 1.0, max_temperature: float = 20.0
 ) -> Calibration:
-    """Fit one class's temperature and bias by maximum likelihood (Newton's method).
+    """Fit one class's temperature and bias by maximum likelihood (damped Newton's method).
 
     A Gaussian prior pulls the fit towards the identity (``prior_strength`` is its weight relative to one
     image), so a class with a handful of positives moves little. With no positive or no negative image
-    there is nothing to fit and the identity is returned.
+    there is nothing to fit and the identity is returned. The objective (penalised log loss) is convex;
+    every Newton step is halved until it lowers it (the bias alone moves while the temperature sits at its
+    bound), so the fit never ends worse than the identity, also when some probabilities are exactly 0 or 1
+    (logits at the clip, where full Newton steps overshoot).
 
     Args:
         probabilities: ``(N,)`` classifier probabilities of the class.
@@ -122,19 +125,40 @@ def fit_calibration(
         raise ValueError(f"probabilities {z.shape} and labels {y.shape} must have the same length")
     if y.size == 0 or y.min() == y.max():
         return Calibration()
-    a, b = 1.0, 0.0
     design = np.stack([z, np.ones_like(z)], axis=1)
+    prior = np.array([1.0, 0.0])
+    floor = 1.0 / max_temperature
+
+    def objective(theta: np.ndarray) -> float:
+        s = design @ theta
+        return float(np.sum(np.logaddexp(0.0, s) - y * s) + 0.5 * prior_strength * np.sum((theta - prior) ** 2))
+
+    theta = prior.copy()
+    value = objective(theta)
     for _ in range(100):
-        p = _sigmoid(a * z + b)
-        grad = design.T @ (p - y) + prior_strength * np.array([a - 1.0, b])
+        p = _sigmoid(design @ theta)
+        grad = design.T @ (p - y) + prior_strength * (theta - prior)
         weight = np.maximum(p * (1.0 - p), 1e-12)
         hess = (design * weight[:, None]).T @ design + prior_strength * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
-        a = max(a, 1.0 / max_temperature)
-        if np.abs(step).max() < 1e-10:
+        if theta[0] <= floor and grad[0] > 0.0:  # temperature at its bound: Newton on the bias alone
+            step = np.array([0.0, grad[1] / hess[1, 1]])
+        else:
+            step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while True:
+            candidate = theta - scale * step
+            candidate[0] = max(candidate[0], floor)
+            candidate_value = objective(candidate)
+            if candidate_value <= value or scale < 1e-12:
+                break
+            scale *= 0.5
+        if candidate_value > value:
             break
-    return Calibration(temperature=1.0 / a, bias=b)
+        moved = np.abs(candidate - theta).max()
+        theta, value = candidate, candidate_value
+        if moved < 1e-10:
+            break
+    return Calibration(temperature=1.0 / theta[0], bias=float(theta[1]))
 
 
 def reliability_bins(

@@ -58,6 +58,34 @@ def test_saturated_probabilities_stay_finite_and_ordered() -> None:
     assert np.all(np.isfinite(out)) and np.all(np.diff(out) > 0)
 
 
+def _penalised_log_loss(p: np.ndarray, labels: np.ndarray, temperature: float, bias: float) -> float:
+    with np.errstate(divide="ignore"):
+        z = np.clip(np.log(p) - np.log1p(-p), -120.0, 120.0)  # the module's logit clip
+    s = z / temperature + bias
+    return float(np.sum(np.logaddexp(0.0, s) - labels * s) + 0.5 * ((1.0 / temperature - 1.0) ** 2 + bias**2))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5, 9])
+def test_fit_with_exact_zeros_reaches_the_optimum_not_a_divergent_step(seed: int) -> None:
+    # Out-of-fold probabilities written with 6 decimals: exact zeros (logit at the -120 clip), some of them
+    # positives. Undamped Newton steps overshot here (temperature 20, bias +6 to +79: every image ~1).
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(seed)
+    labels = rng.random(1000) < 0.09
+    p = np.round(1 / (1 + np.exp(-(rng.normal(-6.0, 4.0, 1000) + 5.0 * labels))), 6)
+    p[rng.random(1000) < 0.15] = 0.0
+    calibration = fit_calibration(p, labels)
+    fitted = _penalised_log_loss(p, labels, calibration.temperature, calibration.bias)
+    assert fitted < _penalised_log_loss(p, labels, 1.0, 0.0)
+    best = minimize(
+        lambda v: _penalised_log_loss(p, labels, 1.0 / v[0], v[1]), [1.0, 0.0], bounds=[(1 / 20, None), (None, None)]
+    )
+    assert fitted <= best.fun + 1e-3
+    assert calibration.bias < 0.0  # 9% positives: calibrated probabilities are low, not ~1 everywhere
+    assert np.mean(calibration.apply(p)) == pytest.approx(labels.mean(), abs=0.05)
+
+
 def test_no_positive_or_no_negative_gives_identity() -> None:
     p = np.linspace(0.01, 0.99, 20)
     assert fit_calibration(p, np.zeros(20, bool)).is_identity
