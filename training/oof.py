@@ -1,7 +1,8 @@
 """Out-of-fold classifier probabilities: the table written by the classifier stage and read by mining and tuning.
 
 CSV columns: ``ImageId,fold,prob_1..prob_4,label_1..label_4`` (``fold`` = the fold whose model did *not*
-see the image).
+see the image). Probabilities are written with 9 significant digits, so float32 values read back exactly:
+fixed decimals would round tiny probabilities to ties at 0, which blur the ranking tuning and calibration see.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def write_oof(path: str | Path, table: OofTable) -> Path:
         ids = table.class_ids
         writer.writerow(["ImageId", "fold", *(f"prob_{c}" for c in ids), *(f"label_{c}" for c in ids)])
         for i, image_id in enumerate(table.image_ids):
-            probs = [f"{p:.6f}" for p in table.probabilities[i]]
+            probs = [f"{p:.9g}" for p in table.probabilities[i]]  # float32 exactly: 1e-9 and 1e-12 stay apart
             labels = [str(int(v)) for v in table.labels[i]]
             writer.writerow([image_id, int(table.folds[i]), *probs, *labels])
     return path
