@@ -144,15 +144,13 @@ def fit_calibration(
             step = np.array([0.0, grad[1] / hess[1, 1]])
         else:
             step = np.linalg.solve(hess, grad)
-        scale = 1.0
-        while True:
+        for scale in 0.5 ** np.arange(40):
             candidate = theta - scale * step
             candidate[0] = max(candidate[0], floor)
             candidate_value = objective(candidate)
-            if candidate_value <= value or scale < 1e-12:
+            if candidate_value <= value:
                 break
-            scale *= 0.5
-        if candidate_value > value:
+        else:  # no step along it lowers the loss: at the optimum
             break
         moved = np.abs(candidate - theta).max()
         theta, value = candidate, candidate_value
