@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ThresholdRule",
     "against_empty",
+    "area_only_scores",
+    "dice_bounds",
     "fit_threshold_rule",
     "gain_interval",
     "main",
@@ -263,6 +265,69 @@ def real_gain_interval(result: Evaluation) -> tuple[float, float]:
     return gain_interval(result.image_dice, (~result.labels).astype(np.float64))
 
 
+def dice_bounds(pred_area: np.ndarray, true_area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the Kaggle Dice of (image, class) pairs whose true mask is unknown, only its area.
+
+    A pair is exact when either area is 0 (1 when both are, else 0); when both are positive its Dice lies in
+    ``[0, 2 min(p, t) / (p + t)]`` (the overlap is at most the smaller area).
+
+    Args:
+        pred_area: predicted mask areas, any shape.
+        true_area: true mask areas, the same shape.
+
+    Returns:
+        ``(low, high)``: float arrays of that shape.
+    """
+    pred, true = np.asarray(pred_area, np.float64), np.asarray(true_area, np.float64)
+    if pred.shape != true.shape:
+        raise ValueError(f"predicted and true areas differ in shape: {pred.shape} and {true.shape}")
+    if (pred < 0).any() or (true < 0).any():
+        raise ValueError("areas must be >= 0")
+    both = (pred > 0) & (true > 0)
+    low = ((pred == 0) & (true == 0)).astype(np.float64)
+    high = low.copy()
+    high[both] = 2.0 * np.minimum(pred, true)[both] / (pred + true)[both]
+    return low, high
+
+
+def area_only_scores(
+    bundle: str | Path, rules: dict[int, ThresholdRule] | None = None, shared: Path = SHARED
+) -> dict[str, object] | None:
+    """A Severstal-profile bundle on the real images whose masks are unknown, only their per-class areas
+    (``bench.copy_paste_data.real_area_only``; evaluation only), or None when there are none.
+
+    Returns ``{"images", "true_area", "<arm>_area", "<arm>_low", "<arm>_high"}`` for the arms ``cascade``,
+    ``segment_all``, ``empty`` and (with ``rules``) ``rule``: ``(N, 4)`` predicted areas and per-pair Dice bounds
+    (``dice_bounds``).
+    """
+    from bench.copy_paste_data import real_area_only
+    from cascade.imageio import read_image
+    from cascade.predictor import CascadePredictor
+
+    found = real_area_only(shared)
+    if found is None or not found[1]:
+        return None
+    folder, ids, true_area = found
+    predictor = CascadePredictor.from_bundle(bundle, threads=os.cpu_count() or 1)
+    areas: dict[str, list[list[int]]] = {"cascade": [], "segment_all": [], "empty": [], "rule": []}
+    for image_id in ids:
+        image = read_image(folder / image_id)
+        for mode in ("cascade", "segment_all"):
+            (pred,) = predictor.predict([image], [image_id], mode=mode)
+            areas[mode].append([c.area for c in pred.classes])
+        areas["empty"].append([0] * true_area.shape[1])
+        if rules is not None:
+            z = _deviation(_gray(image))
+            areas["rule"].append([int(rule.apply(z).sum()) for rule in rules.values()])
+    out: dict[str, object] = {"images": ids, "true_area": true_area}
+    for arm, rows in areas.items():
+        if rows:
+            pred = np.array(rows, dtype=np.int64)
+            out[f"{arm}_area"] = pred
+            out[f"{arm}_low"], out[f"{arm}_high"] = dice_bounds(pred, true_area)
+    return out
+
+
 def real_severstal_scores(bundle: str | Path, shared: Path = SHARED) -> dict[str, float] | None:
     """``score_real_severstal`` in brief: ``images``, the means of the cascade, all-empty and segment_all, and the
     bootstrap 95% interval of the cascade's gain over all-empty (``gain_low``, ``gain_high``)."""
@@ -321,6 +386,57 @@ def against_empty(cascade: float, empty: float, images: int) -> str:
     """``"below"``, ``"ties"`` or ``"above"`` predicting nothing: a gain within one pair's weight is a tie."""
     gain, pair = cascade - empty, pair_weight(images)
     return "below" if gain < -pair else "ties" if gain <= pair else "above"
+
+
+def _bounds_row(name: str, low: np.ndarray, high: np.ndarray) -> str:
+    def cell(lo: float, hi: float) -> str:
+        return f"{lo:.4f}" if hi - lo < 5e-5 else f"{lo:.4f}-{hi:.4f}"
+
+    per_class = " | ".join(cell(lo, hi) for lo, hi in zip(low.mean(axis=0), high.mean(axis=0), strict=True))
+    return f"| {name} | **{cell(float(low.mean()), float(high.mean()))}** | {per_class} |"
+
+
+def _area_only_lines(scores: dict, header: str, exact: np.ndarray | None, exact_empty: np.ndarray | None) -> list[str]:
+    """The ``area_only_scores`` table, what the cascade marks and opens there, and the bounds over every real image
+    (``exact``/``exact_empty``: the cascade's and all-empty's per-pair Dice on the images with complete masks)."""
+    true = scores["true_area"] > 0
+    rows = [
+        _bounds_row("**real**, areas only: demo cascade", scores["cascade_low"], scores["cascade_high"]),
+        _bounds_row("**real**, areas only: demo segment_all", scores["segment_all_low"], scores["segment_all_high"]),
+    ]
+    if "rule_low" in scores:
+        rows.append(_bounds_row("**real**, areas only: threshold rule (not learned)", scores["rule_low"],
+                                scores["rule_high"]))  # fmt: skip
+    rows.append(_bounds_row("**real**, areas only: all-empty (not learned)", scores["empty_low"], scores["empty_high"]))
+    marked = (scores["cascade_area"] > 0) & true
+    opened = (scores["cascade_area"] > 0) & ~true
+    per_class = ", ".join(
+        f"class {k + 1} {int(marked[:, k].sum())} of {int(true[:, k].sum())}"
+        for k in range(true.shape[1])
+        if true[:, k].any()
+    )
+    n = len(scores["images"])
+    lines = [
+        f"#### {n} more real images: areas only",
+        "",
+        f"The same bundle on the {n} other real Severstal images, whose masks are not known, only their per-class "
+        "areas (`images.csv`). A pair is exact when the prediction or the truth is empty; when both are not, its Dice "
+        "lies between 0 and 2 min(p, t) / (p + t), so each cell gives the range the unknown masks allow.",
+        "",
+        header,
+        "|---|---|" + "---|" * true.shape[1],
+        *rows,
+        "",
+        f"The cascade marks {int(marked.sum())} of the {int(true.sum())} defect pairs ({per_class}) and wrongly opens "
+        f"{int(opened.sum())} of the {int((~true).sum())} empty pairs.",
+    ]
+    if exact is not None and exact_empty is not None:
+        total = exact.size + scores["cascade_low"].size
+        low = (exact.sum() + scores["cascade_low"].sum()) / total
+        high = (exact.sum() + scores["cascade_high"].sum()) / total
+        empty = (exact_empty.sum() + scores["empty_low"].sum()) / total
+        lines.append(f"Over all {len(exact) + n} real images: cascade {low:.4f}-{high:.4f}, all-empty {empty:.4f}.")
+    return [*lines, ""]
 
 
 def _severstal_section(shared: Path, fit_n: int) -> list[str]:
@@ -401,6 +517,9 @@ def _severstal_section(shared: Path, fit_n: int) -> list[str]:
         verdict,
         "",
     ]
+    area_only = area_only_scores(bundle, rules, shared)
+    if area_only is not None:
+        lines += _area_only_lines(area_only, header, real.image_dice, (~real.labels).astype(np.float64))
     return lines
 
 

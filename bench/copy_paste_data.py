@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "eval_set_synthetic", "pick_rare", "real_image_labels", "real_severstal", "reduced_kaggle", "reduced_voc",
+    "eval_set_synthetic", "pick_rare", "real_area_only", "real_image_labels", "real_severstal", "reduced_kaggle",
+    "reduced_voc",
 ]  # fmt: skip
 
 
@@ -103,6 +104,23 @@ def real_severstal(shared: Path) -> Any | None:
 
     root = shared / "severstal-real"
     return open_labelled(root, classes=SEVERSTAL, require_masks=False) if root.is_dir() else None
+
+
+def real_area_only(shared: Path) -> tuple[Path, list[str], Any] | None:
+    """The real Severstal images of ``shared/severstal-real`` whose masks are not known, only their per-class areas
+    (``images.csv``, ``mask_complete`` 0; evaluation only), or None when the folder is absent.
+
+    Returns ``(images folder, image names, (N, 4) int areas of classes 1-4)``.
+    """
+    import numpy as np
+
+    root = shared / "severstal-real"
+    if not (root / "images.csv").is_file():
+        return None
+    with (root / "images.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["mask_complete"] == "0"]
+    areas = np.array([[int(r[f"area_{k}"]) for k in range(1, 5)] for r in rows], dtype=np.int64).reshape(-1, 4)
+    return root / "images", [r["ImageId"] for r in rows], areas
 
 
 def real_image_labels(shared: Path) -> tuple[Path, list[str], list[tuple[bool, ...]]] | None:
