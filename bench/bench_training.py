@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     config = load_config(args.config)
     steps = 2 if args.quick else 6
-    h, w = scaled_size(256, 1600, config.input.scale)
+    h, w = scaled_size(256, 1600, config.input.scale, config.input.scale_x)
     stride = config.input.stride
     hp, wp = -(-h // stride) * stride, -(-w // stride) * stride
     cb, sb = config.classifier.train.batch_size, config.segmenter.train.batch_size

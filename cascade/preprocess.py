@@ -88,11 +88,11 @@ def padded_size(size: int, stride: int) -> int:
 def network_pixels(height: int, width: int, policy: InputPolicy) -> int:
     """Pixels (per channel) the networks see for one ``height`` x ``width`` image under ``policy``.
 
-    The sum of its units' padded areas, as ``InputPlan`` builds them: after the ``scale`` resize, padded to a
-    multiple of the stride, or cut into overlapping tiles. Thin images cost far more than their pixels.
+    The sum of its units' padded areas, as ``InputPlan`` builds them: after the ``scale`` (and ``scale_x``)
+    resize, padded to a multiple of the stride, or cut into overlapping tiles. Thin images cost far more than their
+    pixels.
     """
-    if policy.scale < 1.0:
-        height, width = max(1, round(height * policy.scale)), max(1, round(width * policy.scale))
+    height, width = policy.net_size(height, width)
     if policy.mode == "tile" and policy.tile_width is not None and width > policy.tile_width:
         tiles = len(tile_spans(width, policy.tile_width, policy.tile_overlap))
         widths = tiles * padded_size(policy.tile_width, policy.stride)
@@ -144,9 +144,9 @@ class InputPlan:
             rgb = check_image(image, index)
             height, width = rgb.shape[:2]
             self.shapes.append((height, width))
-            if policy.scale < 1.0:
-                size = (max(1, round(width * policy.scale)), max(1, round(height * policy.scale)))
-                rgb = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+            net_h, net_w = policy.net_size(height, width)
+            if (net_h, net_w) != (height, width):
+                rgb = cv2.resize(np.ascontiguousarray(rgb), (net_w, net_h), interpolation=cv2.INTER_AREA)
             h, w = rgb.shape[:2]
             self.net_shapes.append((h, w))
             resized.append(rgb)

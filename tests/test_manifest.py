@@ -46,6 +46,8 @@ def test_defaults_and_json_round_trip() -> None:
     assert again == manifest
     assert BundleManifest.from_json(manifest.to_json()) == manifest
     assert list(again.segmenters) == list(CLASS_IDS)
+    anisotropic = _manifest(input_policy=InputPolicy(scale=0.125, scale_x=0.5))
+    assert BundleManifest.from_json(anisotropic.to_json()).input_policy.scale_x == 0.5
 
 
 def test_replace_and_class_params() -> None:
@@ -74,6 +76,7 @@ def test_replace_and_class_params() -> None:
         (lambda: InputPolicy(mode="tile", tile_width=100), "multiple of stride 32"),
         (lambda: InputPolicy(mode="tile", tile_width=64, tile_overlap=64), r"tile_overlap must be in \[0, tile_width"),
         (lambda: InputPolicy(scale=0.0), r"scale must be in \(0.0, 1.0\]"),
+        (lambda: InputPolicy(scale_x=1.5), r"scale_x must be in \(0.0, 1.0\]"),
         (lambda: InputPolicy(stride=0), "stride must be an integer >= 1"),
         (lambda: Normalization(std=(1.0, 0.0, 1.0)), r"Normalization.std\[1\] must be in \(0.0"),
         (lambda: Normalization(mean=(0.5, 0.5)), r"mean must be 3 numbers"),

@@ -177,7 +177,12 @@ def test_tile_mode_equals_pad_mode_without_spatial_context() -> None:
 
 def test_tile_and_scale_modes_return_input_size(confident_bundle: LoadedBundle) -> None:
     images = [random_images(1, (100, 700, 3), seed=11)[0], random_images(1, (64, 90), seed=12)[0]]
-    for policy in (InputPolicy(mode="tile", tile_width=256, tile_overlap=64), InputPolicy(scale=0.5)):
+    policies = (
+        InputPolicy(mode="tile", tile_width=256, tile_overlap=64),
+        InputPolicy(scale=0.5),
+        InputPolicy(scale=0.25, scale_x=0.5),
+    )
+    for policy in policies:
         bundle = dataclasses.replace(
             confident_bundle, manifest=dataclasses.replace(confident_bundle.manifest, input_policy=policy)
         )

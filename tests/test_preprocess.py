@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from cascade.manifest import InputPolicy, Normalization
-from cascade.preprocess import as_image_list, check_image, normalize, padded_size, plan_inputs, tile_spans
+from cascade.preprocess import (
+    as_image_list,
+    check_image,
+    network_pixels,
+    normalize,
+    padded_size,
+    plan_inputs,
+    tile_spans,
+)
 
 NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 0.5))
 
@@ -123,6 +131,7 @@ def test_batches_select_images_and_respect_max_batch() -> None:
         InputPolicy(mode="tile", stride=32, tile_width=128, tile_overlap=32),
         InputPolicy(mode="pad", stride=32, scale=0.5),
         InputPolicy(mode="tile", stride=16, tile_width=64, tile_overlap=16, scale=0.5),
+        InputPolicy(mode="pad", stride=32, scale=0.25, scale_x=0.5),
     ],
 )
 def test_assemble_inverts_the_plan(policy: InputPolicy) -> None:
@@ -157,3 +166,21 @@ def test_scale_resizes_network_input() -> None:
     plan = plan_inputs([np.zeros((256, 1600, 3), np.uint8)], InputPolicy(scale=0.5), NORM)
     assert plan.net_shapes == [(128, 800)]
     assert list(plan.groups) == [(128, 800)]
+
+
+def test_scale_x_resizes_columns_apart_from_rows() -> None:
+    """Rows by ``scale``, columns by ``scale_x``: the same network pixels as scale 0.25 for 256x1600, four times the
+    columns; ``network_pixels`` counts what the plan builds."""
+    policy = InputPolicy(scale=0.125, scale_x=0.5)
+    assert policy.net_size(256, 1600) == (32, 800)
+    plan = plan_inputs([np.zeros((256, 1600, 3), np.uint8)], policy, NORM)
+    assert plan.net_shapes == [(32, 800)] and list(plan.groups) == [(32, 800)]
+    assert network_pixels(256, 1600, policy) == 32 * 800 == network_pixels(256, 1600, InputPolicy(scale=0.25)) - 32 * 32
+    assert InputPolicy(scale=0.5).net_size(255, 1599) == (128, 800)  # scale_x None: scale both ways
+    assert InputPolicy(scale_x=0.5).net_size(10, 10) == (10, 5)
+
+
+@pytest.mark.parametrize("scale_x", [0.0, -0.5, 1.5, "half"])
+def test_scale_x_outside_0_1_is_rejected(scale_x: object) -> None:
+    with pytest.raises((ValueError, TypeError), match="scale_x"):
+        InputPolicy(scale=0.25, scale_x=scale_x)

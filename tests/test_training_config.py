@@ -76,6 +76,10 @@ def test_overrides_and_types(tmp_path: Path) -> None:
     assert config.classifier.pretrained == "weights/r34.safetensors"
     assert config.input.scale == 1.0 and isinstance(config.input.scale, float)
     assert (config.data.dir, config.data.limit) == ("elsewhere", 10)
+    assert config.input.scale_x is None
+    assert load_config(path, {"input.scale_x": 0.5}).input.scale_x == 0.5
+    with pytest.raises(ValueError, match=r"input: InputPolicy\.scale_x"):
+        load_config(path, {"input.scale_x": 2.0})
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cascade.formats import Annotations
-from cascade.manifest import Normalization
+from cascade.manifest import InputPolicy, Normalization
 from training.config import AugmentSpec, CropConfig
 from training.data import (
     ClassifierDataset,
@@ -33,6 +33,16 @@ def test_scaled_size_matches_the_predictor() -> None:
     assert scaled_size(256, 1600, 0.25) == (64, 400)
     assert scaled_size(256, 1600, 1.0) == (256, 1600)
     assert scaled_size(255, 1599, 0.5) == (128, 800)
+    assert scaled_size(256, 1600, 0.125, 0.5) == InputPolicy(scale=0.125, scale_x=0.5).net_size(256, 1600) == (32, 800)
+
+
+def test_image_store_resizes_columns_by_scale_x(synth_dir: Path, synth_annotations: Annotations) -> None:
+    store = ImageStore(synth_dir / "train_images", scale=0.125, scale_x=0.5)
+    image_id = synth_annotations.image_ids[0]
+    h, w = store.full_shape(image_id)
+    expected = InputPolicy(scale=0.125, scale_x=0.5).net_size(h, w)
+    assert store.image(image_id).shape[:2] == expected
+    assert store.mask(np.ones((h, w), bool)).shape == expected
 
 
 def _first_positive(annotations: Annotations, k: int) -> str:

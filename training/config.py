@@ -88,6 +88,7 @@ class InputConfig:
 
     Attributes:
         scale: networks run on images resized by this factor (probabilities are resized back).
+        scale_x: the horizontal factor when it differs from ``scale`` (``InputPolicy.scale_x``; None: ``scale``).
         mode: one of ``cascade.manifest.INPUT_MODES`` (see ``InputPolicy``).
         stride: network input sides are padded to a multiple of this.
         mean: RGB mean applied to RGB/255.
@@ -99,6 +100,7 @@ class InputConfig:
     stride: int = 32
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    scale_x: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Training images at the network scale: decoded, resized by ``input.scale`` as ``cascade.preprocess`` resizes
-(``cv2.INTER_AREA``) and cached, with their masks resized to coverage the same way.
+"""Training images at the network scale: decoded, resized by ``input.scale`` (and ``input.scale_x``) as
+``cascade.preprocess`` resizes (``cv2.INTER_AREA``) and cached, with their masks resized to coverage the same way.
 
 The datasets of :mod:`training.data` and the copy-paste donor pool of :mod:`training.augment_copy_paste` both
 read through an :class:`ImageStore`; it imports neither.
@@ -15,15 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from cascade.imageio import read_image
+from cascade.specs import scaled_size
 
 __all__ = ["ImageStore", "scaled_size"]
-
-
-def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """``(h, w)`` the networks see for an ``(height, width)`` image at ``scale`` (as ``cascade.preprocess``)."""
-    if scale >= 1.0:
-        return height, width
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 class ImageStore:
@@ -33,11 +27,15 @@ class ImageStore:
         images_dir: folder of the images.
         scale: resize factor (``cv2.INTER_AREA``, as at inference).
         cache: keep every image after its first read.
+        scale_x: horizontal resize factor when it differs from ``scale`` (``InputPolicy.scale_x``).
     """
 
-    def __init__(self, images_dir: str | Path, scale: float = 1.0, cache: bool = True) -> None:
+    def __init__(
+        self, images_dir: str | Path, scale: float = 1.0, cache: bool = True, scale_x: float | None = None
+    ) -> None:
         self.images_dir = Path(images_dir)
         self.scale = scale
+        self.scale_x = scale_x
         self.cache = cache
         self._images: dict[str, np.ndarray] = {}
         self._shapes: dict[str, tuple[int, int]] = {}
@@ -56,7 +54,7 @@ class ImageStore:
             return cached
         rgb = read_image(self.images_dir / image_id)
         self._shapes[image_id] = rgb.shape[:2]
-        h, w = scaled_size(*rgb.shape[:2], self.scale)
+        h, w = scaled_size(*rgb.shape[:2], self.scale, self.scale_x)
         if (h, w) != rgb.shape[:2]:
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         if self.cache:
@@ -65,7 +63,7 @@ class ImageStore:
 
     def mask(self, mask: np.ndarray) -> np.ndarray:
         """Resize a full-size ``(H, W)`` bool mask to ``(h, w)`` float32 coverage in [0, 1] at the network scale."""
-        h, w = scaled_size(*mask.shape, self.scale)
+        h, w = scaled_size(*mask.shape, self.scale, self.scale_x)
         out = mask.astype(np.float32)
         if (h, w) != mask.shape:
             out = cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)

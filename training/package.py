@@ -83,7 +83,7 @@ def build_manifest(
         classifier=classifier_spec(config),
         segmenters={c: ModelSpec(arch=seg.arch, name=seg.encoder, kwargs=seg.kwargs_for(c)) for c in class_set.ids},
         normalization=Normalization(mean=inp.mean, std=inp.std),
-        input_policy=InputPolicy(mode=inp.mode, stride=inp.stride, scale=inp.scale),
+        input_policy=InputPolicy(mode=inp.mode, stride=inp.stride, scale=inp.scale, scale_x=inp.scale_x),
         classes=tuple(classes) if classes is not None else tuple(ClassParams() for _ in class_set.ids),
         tta=config.package.tta,
         provenance=dict(provenance or {}),

@@ -111,7 +111,8 @@ def _check_input(inp: InputConfig) -> None:
     _check_choice("input.mode", inp.mode, INPUT_MODES)
     try:
         Normalization(mean=inp.mean, std=inp.std)
-        InputPolicy(stride=inp.stride, scale=inp.scale)  # its mode 'tile' also needs a tile width, not a recipe key
+        # its mode 'tile' also needs a tile width, not a recipe key
+        InputPolicy(stride=inp.stride, scale=inp.scale, scale_x=inp.scale_x)
     except ValueError as err:
         raise ValueError(f"input: {err}") from err
 

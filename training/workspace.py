@@ -328,7 +328,9 @@ def open_workspace(
         annotations=annotations,
         labels=annotations.labels(),
         folds=folds,
-        store=ImageStore(images_dir, scale=config.input.scale, cache=config.data.cache_images),
+        store=ImageStore(
+            images_dir, scale=config.input.scale, cache=config.data.cache_images, scale_x=config.input.scale_x
+        ),
         normalization=Normalization(mean=config.input.mean, std=config.input.std),
         pseudo=pseudo,
     )

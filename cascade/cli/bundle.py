@@ -66,6 +66,7 @@ def format_info(path: Path, manifest: Any, summary: dict[str, dict[str, Any]]) -
     lines += [
         f"Normalization:  mean {norm.mean}, std {norm.std} (on RGB/255)",
         f"Input policy:   mode={policy.mode} stride={policy.stride} scale={policy.scale}"
+        + (f" scale_x={policy.scale_x}" if policy.scale_x is not None else "")
         + (f" tile_width={policy.tile_width} tile_overlap={policy.tile_overlap}" if policy.mode == "tile" else ""),
         f"TTA:            {', '.join(manifest.tta) or 'none'}",
         "Classes:",
