@@ -309,22 +309,22 @@ def area_only_scores(
         return None
     folder, ids, true_area = found
     predictor = CascadePredictor.from_bundle(bundle, threads=os.cpu_count() or 1)
-    areas: dict[str, list[list[int]]] = {"cascade": [], "segment_all": [], "empty": [], "rule": []}
+    areas: dict[str, list[list[int]]] = {"cascade": [], "segment_all": [], "rule": []}
     for image_id in ids:
         image = read_image(folder / image_id)
+        raw = predictor.infer([image], "segment_all", [image_id])  # every map once; each gate applied below
         for mode in ("cascade", "segment_all"):
-            (pred,) = predictor.predict([image], [image_id], mode=mode)
+            (pred,) = predictor.postprocess(raw, mode=mode)
             areas[mode].append([c.area for c in pred.classes])
-        areas["empty"].append([0] * true_area.shape[1])
         if rules is not None:
             z = _deviation(_gray(image))
             areas["rule"].append([int(rule.apply(z).sum()) for rule in rules.values()])
+    preds = {arm: np.array(rows, dtype=np.int64) for arm, rows in areas.items() if rows}
+    preds["empty"] = np.zeros_like(true_area)
     out: dict[str, object] = {"images": ids, "true_area": true_area}
-    for arm, rows in areas.items():
-        if rows:
-            pred = np.array(rows, dtype=np.int64)
-            out[f"{arm}_area"] = pred
-            out[f"{arm}_low"], out[f"{arm}_high"] = dice_bounds(pred, true_area)
+    for arm, pred in preds.items():
+        out[f"{arm}_area"] = pred
+        out[f"{arm}_low"], out[f"{arm}_high"] = dice_bounds(pred, true_area)
     return out
 
 
@@ -396,7 +396,7 @@ def _bounds_row(name: str, low: np.ndarray, high: np.ndarray) -> str:
     return f"| {name} | **{cell(float(low.mean()), float(high.mean()))}** | {per_class} |"
 
 
-def _area_only_lines(scores: dict, header: str, exact: np.ndarray | None, exact_empty: np.ndarray | None) -> list[str]:
+def _area_only_lines(scores: dict, header: str, exact: np.ndarray, exact_empty: np.ndarray) -> list[str]:
     """The ``area_only_scores`` table, what the cascade marks and opens there, and the bounds over every real image
     (``exact``/``exact_empty``: the cascade's and all-empty's per-pair Dice on the images with complete masks)."""
     true = scores["true_area"] > 0
@@ -430,12 +430,11 @@ def _area_only_lines(scores: dict, header: str, exact: np.ndarray | None, exact_
         f"The cascade marks {int(marked.sum())} of the {int(true.sum())} defect pairs ({per_class}) and wrongly opens "
         f"{int(opened.sum())} of the {int((~true).sum())} empty pairs.",
     ]
-    if exact is not None and exact_empty is not None:
-        total = exact.size + scores["cascade_low"].size
-        low = (exact.sum() + scores["cascade_low"].sum()) / total
-        high = (exact.sum() + scores["cascade_high"].sum()) / total
-        empty = (exact_empty.sum() + scores["empty_low"].sum()) / total
-        lines.append(f"Over all {len(exact) + n} real images: cascade {low:.4f}-{high:.4f}, all-empty {empty:.4f}.")
+    total = exact.size + scores["cascade_low"].size
+    low = (exact.sum() + scores["cascade_low"].sum()) / total
+    high = (exact.sum() + scores["cascade_high"].sum()) / total
+    empty = (exact_empty.sum() + scores["empty_low"].sum()) / total
+    lines.append(f"Over all {len(exact) + n} real images: cascade {low:.4f}-{high:.4f}, all-empty {empty:.4f}.")
     return [*lines, ""]
 
 

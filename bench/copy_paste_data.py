@@ -114,13 +114,21 @@ def real_area_only(shared: Path) -> tuple[Path, list[str], Any] | None:
     """
     import numpy as np
 
-    root = shared / "severstal-real"
-    if not (root / "images.csv").is_file():
+    rows = _real_rows(shared)
+    if rows is None:
         return None
-    with (root / "images.csv").open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["mask_complete"] == "0"]
+    rows = [r for r in rows if r["mask_complete"] == "0"]
     areas = np.array([[int(r[f"area_{k}"]) for k in range(1, 5)] for r in rows], dtype=np.int64).reshape(-1, 4)
-    return root / "images", [r["ImageId"] for r in rows], areas
+    return shared / "severstal-real" / "images", [r["ImageId"] for r in rows], areas
+
+
+def _real_rows(shared: Path) -> list[dict[str, str]] | None:
+    """The rows of ``shared/severstal-real/images.csv``, or None when it is absent."""
+    path = shared / "severstal-real" / "images.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def real_image_labels(shared: Path) -> tuple[Path, list[str], list[tuple[bool, ...]]] | None:
@@ -129,13 +137,11 @@ def real_image_labels(shared: Path) -> tuple[Path, list[str], list[tuple[bool, .
 
     Returns ``(images folder, image names, presence per image)``.
     """
-    root = shared / "severstal-real"
-    if not (root / "images.csv").is_file():
+    rows = _real_rows(shared)
+    if rows is None:
         return None
-    with (root / "images.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
     return (
-        root / "images",
+        shared / "severstal-real" / "images",
         [r["ImageId"] for r in rows],
         [tuple(r[f"area_{k}"] != "0" for k in range(1, 5)) for r in rows],
     )
