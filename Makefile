@@ -40,7 +40,7 @@ synth: install ## Write the synthetic demo training set and a 50-image held-out 
 	@test -f $(DEMO_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_DIR) --n $(DEMO_N) --seed 0 --profile train
 	@test -f $(DEMO_TEST_DIR)/train.csv || $(BIN)/cascade synth --out $(DEMO_TEST_DIR) --n 50 --seed 7
 
-retrain: install synth ## Retrain the embedded demo bundle: synthetic steel + NEU-Seg mosaics (34 min on 2 AVX2-only cores, ~15 estimated with AVX512-BF16); without NEU-Seg, synthetic only.
+retrain: install synth ## Retrain the embedded demo bundle: synthetic steel + NEU-Seg mosaics (17 min on 2 AVX512-BF16 cores, 34 on AVX2-only ones); without NEU-Seg, synthetic only.
 ifneq ($(wildcard $(NEU_SEG)/JPEGImages),)
 	@test -f $(MIX_DIR)/train.csv || { $(BIN)/cascade synth --out $(MIX_DIR) --n 1600 --seed 0 --profile train && \
 		$(BIN)/cascade mosaic $(NEU_SEG) --split train --source-classes inclusion,patches,scratches \
