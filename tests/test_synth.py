@@ -186,6 +186,19 @@ def test_real_layouts_follow_real_areas_and_stay_on_the_sheet() -> None:
         draw_layout(rng, 5, (0, IMAGE_WIDTH), False)
 
 
+def test_a_layout_within_one_column_of_the_sheet_width_is_placed_not_refused() -> None:
+    # A layout 100 columns wide (stretched x0.8-1.25) on sheets 80-125 columns wide: every span between "fits
+    # with room" and "wider than the sheet" occurs, the one-column gap between them included (it used to raise
+    # "high - low < 0", e.g. generate_image(11, 407) of the balanced profile without look-alikes).
+    rle = " ".join(f"{c * 256 + 1} 10" for c in range(100))  # columns 0-99, rows 0-9
+    table = build_shape_table([("a.jpg", 2, rle)])
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        for hi in range(80, 126):
+            mask = draw_layout(rng, 2, (0, hi), False, table=table, shape=(16, 200))
+            assert mask[:, :hi].any() and not mask[:, hi:].any()
+
+
 def test_shape_table_is_small_outlines_with_every_class(tmp_path: Path) -> None:
     assert SHAPES_FILE.stat().st_size < 200_000
     table = shape_table()
