@@ -120,7 +120,7 @@ def draw_layout(
         near_band = rng.random() < 0.8  # mostly the edge next to the band, sometimes the image's other edge
         at_left = near_band if lo > 0 else not near_band
         left = lo if at_left else hi - 1 - span
-    else:  # (less than one column of slack: at the sheet's left edge)
+    else:  # anywhere in the slack; none left when the layout is within one column of the sheet's width
         left = rng.uniform(lo, max(lo, hi - 1 - span))
     mask = np.zeros(shape, dtype=np.uint8)
     outlines = []
