@@ -39,6 +39,7 @@ BENCHMARKS: tuple[str, ...] = (
     "coldstart",
     "recipe_time",
     "classifier_probe",
+    "separability",
 )
 """Benchmark names in the order they run and appear in BENCHMARKS.md."""
 
